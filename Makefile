@@ -1,0 +1,26 @@
+# Two commands for a fresh clone:  `make test`  and  `make run`.
+# Both create .venv (from Python 3.11) and install requirements.txt into it first, once.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+DATASET ?= landmarks
+
+.PHONY: test run clean-venv
+
+# Re-installs whenever requirements.txt changes.
+$(VENV)/installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
+	touch $@
+
+## make test: set up .venv if needed, then run the test suite (a few minutes on a 2-core laptop).
+test: $(VENV)/installed
+	$(BIN)/python -m pytest
+
+## make run [DATASET=landmarks|fashion-mnist]: fetch/verify the data and print a summary of it.
+run: $(VENV)/installed
+	$(BIN)/python -m src.data --dataset $(DATASET)
+
+clean-venv:
+	rm -rf $(VENV)

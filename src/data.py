@@ -1,0 +1,397 @@
+"""Datasets, transform presets and DataLoaders: everything between image files and batches of tensors.
+
+Two datasets share one pipeline:
+  - "landmarks": the course's 50-class landmark photos (ImageFolder layout, see src/helpers.py),
+  - "fashion-mnist": 70,000 28x28 clothing images, a real dataset that works offline, for proving training works.
+
+Usage:  python -m src.data --dataset fashion-mnist   (prints a summary; downloads what is missing)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import itertools
+import os
+import shutil
+import warnings
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from src.helpers import (
+    IMAGE_EXTENSIONS,
+    PROJECT_ROOT,
+    DataError,
+    dataset_stats,
+    display_name,
+    download_and_extract,
+    get_data_location,
+    list_images,
+    load_rgb_image,
+)
+
+DATASETS = ("landmarks", "fashion-mnist")
+LANDMARK_IMAGE_SIZE = 224  # the crop the network sees
+LANDMARK_RESIZE_SIZE = 256  # shorter side before cropping: the usual 256 -> 224 ImageNet recipe
+FASHION_MNIST_IMAGE_SIZE = 28
+FASHION_MNIST_DIR = PROJECT_ROOT / "fashion_mnist"
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # `apt-get install dataset-fashion-mnist`
+FASHION_MNIST_SIZES = {  # bytes of each unpacked IDX file: a 16/8-byte header + 28*28 pixels or 1 label per image
+    "train-images-idx3-ubyte": 16 + 60_000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60_000,
+    "t10k-images-idx3-ubyte": 16 + 10_000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10_000,
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Transform presets: the only place that says how images become tensors
+
+
+def get_transforms(
+    dataset: str, mean: Sequence[float], std: Sequence[float], image_size: int | None = None
+) -> dict[str, v2.Compose]:
+    """{"train": augmenting transform, "eval": deterministic transform}; both map a PIL image to a float [3,S,S].
+
+    image_size overrides the preset's size S (224 for landmarks, 28 for Fashion-MNIST).
+    """
+    check_dataset_name(dataset)
+    if dataset == "landmarks":
+        size = image_size or LANDMARK_IMAGE_SIZE
+        resize = round(size * LANDMARK_RESIZE_SIZE / LANDMARK_IMAGE_SIZE)
+        train = [
+            v2.Resize(resize),
+            # Crops of 25-100% of the photo: the landmark must stay recognisable, so not the ImageNet default of 8%.
+            v2.RandomResizedCrop(size, scale=(0.25, 1.0)),
+            v2.RandomHorizontalFlip(),
+            v2.TrivialAugmentWide(),  # one random op of random strength per image: strong, and nothing to tune
+        ]
+        evaluation = [v2.Resize(resize), v2.CenterCrop(size)]
+    else:
+        size = image_size or FASHION_MNIST_IMAGE_SIZE
+        # Small shifts and left-right flips; no colour ops, the images are grayscale.
+        train = [v2.Resize(size), v2.RandomCrop(size, padding=size // 7), v2.RandomHorizontalFlip()]
+        evaluation = [v2.Resize(size)]
+    to_tensor = [v2.ToImage(), v2.RGB(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return {"train": v2.Compose(train + to_tensor), "eval": v2.Compose(evaluation + to_tensor)}
+
+
+def check_dataset_name(dataset: str) -> None:
+    if dataset not in DATASETS:
+        raise ValueError(f"Unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}.")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Datasets
+
+
+def get_datasets(
+    dataset: str = "landmarks",
+    valid_size: float = 0.2,
+    limit: int = -1,
+    image_size: int | None = None,
+    normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+    seed: int = 42,
+) -> dict[str, Dataset]:
+    """{"train", "valid", "test"} datasets yielding (image [3,S,S] float32, label int).
+
+    valid is a stratified `valid_size` fraction of the training images, the same on every call for a given seed.
+    limit > 0 caps each split to a class-balanced subset of that many images (for quick runs).
+    normalization = (mean, std) overrides the dataset's own statistics (e.g. a pretrained backbone's).
+    """
+    check_dataset_name(dataset)
+    if not 0 < valid_size < 1:
+        raise ValueError(f"valid_size must be between 0 and 1 (exclusive), got {valid_size}.")
+    if dataset == "landmarks":
+        root = get_data_location()
+        train_all, valid_all, test = _landmark_folders(root, image_size, normalization)
+    else:
+        train_all, valid_all, test = _fashion_mnist(image_size, normalization)
+
+    targets = list(train_all.targets)
+    train_idx, valid_idx = stratified_split(targets, valid_size, seed)
+    return {
+        "train": Subset(train_all, balanced_subset(train_idx, targets, limit, seed)),
+        "valid": Subset(valid_all, balanced_subset(valid_idx, targets, limit, seed)),
+        "test": Subset(test, balanced_subset(range(len(test)), list(test.targets), limit, seed)),
+    }
+
+
+def _landmark_folders(root: Path, image_size: int | None, normalization) -> tuple[Dataset, Dataset, Dataset]:
+    """Two views of train/ (augmented, and plain for validation) and test/, with bad files reported and skipped."""
+    stats = dataset_stats(root)  # decodes each image once (cached): finds unreadable files, measures mean/std
+    mean, std = normalization or (stats["mean"], stats["std"])
+    transforms = get_transforms("landmarks", mean, std, image_size)
+    unreadable = {root / path for path in stats["unreadable"]}
+    if unreadable:
+        listing = "; ".join(f"{path}: {reason}" for path, reason in stats["unreadable"].items())
+        warnings.warn(f"Skipping {len(unreadable)} unreadable image(s): {listing}", stacklevel=3)
+    check_class_folders(root, unreadable)
+
+    def folder(split: str, transform: v2.Compose) -> datasets.ImageFolder:
+        return datasets.ImageFolder(
+            root / split, transform=transform, loader=load_rgb_image,
+            is_valid_file=lambda path: Path(path).suffix.lower() in IMAGE_EXTENSIONS and Path(path) not in unreadable,
+        )  # fmt: skip
+
+    return folder("train", transforms["train"]), folder("train", transforms["eval"]), folder("test", transforms["eval"])
+
+
+def check_class_folders(root: Path, unreadable: set[Path] = frozenset()) -> list[str]:
+    """The class folder names, after checking that train/ and test/ agree and no class is empty.
+
+    Raises DataError naming the offending folder. Warns (once per call) about non-image files, which are ignored.
+    """
+    classes = {split: sorted(p.name for p in (root / split).iterdir() if p.is_dir()) for split in ("train", "test")}
+    if classes["train"] != classes["test"]:
+        only_train = sorted(set(classes["train"]) - set(classes["test"]))
+        only_test = sorted(set(classes["test"]) - set(classes["train"]))
+        raise DataError(
+            f"train/ and test/ in {root} must have the same class folders (only in train: {only_train or 'none'}; "
+            f"only in test: {only_test or 'none'}). Add or remove folders so that they match."
+        )
+    ignored = []
+    for split, name in itertools.product(("train", "test"), classes["train"]):
+        images, others = list_images(root / split / name)
+        ignored += others
+        if not [path for path in images if path not in unreadable]:
+            raise DataError(f"Class folder {root / split / name} has no readable images: add some or delete it.")
+    if ignored:
+        warnings.warn(f"Ignoring {len(ignored)} non-image file(s): {', '.join(map(str, ignored))}", stacklevel=3)
+    return classes["train"]
+
+
+def _fashion_mnist(image_size: int | None, normalization) -> tuple[Dataset, Dataset, Dataset]:
+    root = prepare_fashion_mnist()
+    train = datasets.FashionMNIST(root, train=True)
+    if normalization is None:  # mean/std of the training pixels (in [0,1]), the same value on all 3 channels
+        pixels = train.data.double() / 255
+        normalization = ([pixels.mean().item()] * 3, [pixels.std().item()] * 3)
+    transforms = get_transforms("fashion-mnist", *normalization, image_size)
+    return (
+        datasets.FashionMNIST(root, train=True, transform=transforms["train"]),
+        datasets.FashionMNIST(root, train=True, transform=transforms["eval"]),
+        datasets.FashionMNIST(root, train=False, transform=transforms["eval"]),
+    )
+
+
+def prepare_fashion_mnist(root: Path = FASHION_MNIST_DIR) -> Path:
+    """Make Fashion-MNIST readable by torchvision under `root`; returns root.
+
+    Uses Debian's copy (`apt-get install dataset-fashion-mnist`) when present, else downloads the official files.
+    """
+    raw = root / "FashionMNIST" / "raw"
+    resources = datasets.FashionMNIST.resources  # [(file name .gz, md5)]
+    if all((raw / name.removesuffix(".gz")).exists() for name, _ in resources):
+        return root
+    if all((DEBIAN_FASHION_MNIST / name).exists() for name, _ in resources):
+        raw.mkdir(parents=True, exist_ok=True)
+        for name, _ in resources:  # Debian recompressed the .gz files, so check the unpacked size, not the md5
+            source, unpacked = DEBIAN_FASHION_MNIST / name, raw / name.removesuffix(".gz")
+            with gzip.open(source) as compressed, open(unpacked.with_suffix(".tmp"), "wb") as out:
+                shutil.copyfileobj(compressed, out)
+            if unpacked.with_suffix(".tmp").stat().st_size != FASHION_MNIST_SIZES[unpacked.name]:
+                raise DataError(f"{source} is corrupt (wrong size): reinstall the dataset-fashion-mnist package.")
+            unpacked.with_suffix(".tmp").replace(unpacked)
+        return root
+    try:
+        datasets.FashionMNIST(root, train=True, download=True)
+    except Exception as err:  # noqa: BLE001 - torchvision raises many kinds; all mean "could not download"
+        raise DataError(
+            f"Could not download Fashion-MNIST ({err}). Install it with `apt-get install dataset-fashion-mnist` "
+            f"or put the four *-ubyte.gz files in {raw}."
+        ) from None
+    return root
+
+
+def stratified_split(targets: Sequence[int], valid_size: float, seed: int = 42) -> tuple[list[int], list[int]]:
+    """(train indices, valid indices): `valid_size` of every class goes to valid. Deterministic for a seed."""
+    rng = np.random.default_rng(seed)  # a private generator: the split must not depend on global random state
+    targets = np.asarray(targets)
+    train, valid = [], []
+    for label in np.unique(targets):
+        indices = rng.permutation(np.flatnonzero(targets == label))
+        n_valid = round(valid_size * len(indices))
+        valid += indices[:n_valid].tolist()
+        train += indices[n_valid:].tolist()
+    return sorted(train), sorted(valid)
+
+
+def balanced_subset(indices: Sequence[int], targets: Sequence[int], limit: int, seed: int = 42) -> list[int]:
+    """At most `limit` of `indices`, taken round-robin over classes so every class is represented. limit<=0: all."""
+    indices = list(indices)
+    if limit <= 0 or len(indices) <= limit:
+        return indices
+    by_class = defaultdict(list)
+    for index in np.random.default_rng(seed).permutation(indices).tolist():
+        by_class[targets[index]].append(index)
+    round_robin = [i for group in itertools.zip_longest(*by_class.values()) for i in group if i is not None]
+    return sorted(round_robin[:limit])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# DataLoaders
+
+
+def get_data_loaders(
+    batch_size: int = 32,
+    valid_size: float = 0.2,
+    num_workers: int = -1,
+    limit: int = -1,
+    dataset: str = "landmarks",
+    image_size: int | None = None,
+    normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+    seed: int = 42,
+) -> dict[str, DataLoader]:
+    """{"train", "valid", "test"} DataLoaders of (images [B,3,S,S] float32, labels [B] int64).
+
+    num_workers=-1 uses every CPU core. Only "train" is shuffled (reproducibly, from `seed`). See get_datasets.
+    """
+    splits = get_datasets(dataset, valid_size, limit, image_size, normalization, seed)
+    workers = len(os.sched_getaffinity(0)) if num_workers == -1 else num_workers
+    common = dict(
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),  # page-locked memory makes host->GPU copies faster and async
+        persistent_workers=workers > 0,  # don't pay worker start-up again every epoch
+    )
+    return {
+        # drop_last: a final batch of 1 image would make BatchNorm fail in training mode.
+        "train": DataLoader(
+            splits["train"], shuffle=True, drop_last=len(splits["train"]) > batch_size,
+            generator=torch.Generator().manual_seed(seed), **common,
+        ),  # fmt: skip
+        "valid": DataLoader(splits["valid"], shuffle=False, **common),
+        "test": DataLoader(splits["test"], shuffle=False, **common),
+    }
+
+
+def base_dataset(dataset: Dataset) -> Dataset:
+    """The dataset under any Subset wrappers (it knows the class names and the transform)."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset
+
+
+def get_class_names(data_loaders: dict[str, DataLoader]) -> list[str]:
+    """Readable class names in label order, e.g. ["Haleakala National Park", ...]."""
+    return [display_name(name) for name in base_dataset(data_loaders["train"].dataset).classes]
+
+
+def get_normalization(data_loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std), each [3], of the Normalize step in the loader's transform (to undo it for display)."""
+    for step in base_dataset(data_loader.dataset).transform.transforms:
+        if isinstance(step, v2.Normalize):
+            return torch.as_tensor(step.mean), torch.as_tensor(step.std)
+    raise ValueError("The loader's transform has no Normalize step.")
+
+
+def denormalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Undo Normalize on [B,3,H,W] (or [3,H,W]) images; the result is clipped to [0,1] for display."""
+    return (images * std[:, None, None] + mean[:, None, None]).clamp(0, 1)
+
+
+def visualize_one_batch(data_loaders: dict[str, DataLoader], max_n: int = 5) -> plt.Figure:
+    """A figure of up to max_n augmented training images, titled with their class names."""
+    images, labels = next(iter(data_loaders["train"]))
+    images = denormalize(images[:max_n], *get_normalization(data_loaders["train"]))
+    class_names = get_class_names(data_loaders)
+    fig, axes = plt.subplots(1, len(images), figsize=(2.6 * len(images), 3.2), squeeze=False)
+    for ax, image, label in zip(axes[0], images, labels):
+        ax.imshow(image.permute(1, 2, 0).numpy())
+        ax.set_title(class_names[label], fontsize=9)
+        ax.axis("off")
+    fig.suptitle("A batch of augmented training images")
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Synthetic data for tests and quick notebook runs
+
+
+def make_synthetic_dataset(
+    root: str | Path, n_classes: int = 4, n_train: int = 16, n_test: int = 4, seed: int = 0
+) -> Path:
+    """Write a small landmark-style ImageFolder (train/, test/) that a CNN can learn; returns root.
+
+    Class k is striped at angle k*180/n_classes degrees in its own colour, plus noise, so it is learnable.
+    Files vary like real data: JPEG and PNG, sizes 48-160 px in both orientations, and RGB, grayscale, RGBA,
+    palette and CMYK modes.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    modes = ["RGB", "L", "RGBA", "P", "CMYK"]
+    for split, count in (("train", n_train), ("test", n_test)):
+        for k in range(n_classes):
+            folder = root / split / f"{k:02d}.Synthetic_Landmark_{chr(65 + k)}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                image = _striped_image(k, n_classes, rng).convert(modes[i % len(modes)])
+                suffix = ".jpg" if image.mode in ("RGB", "L", "CMYK") else ".png"
+                image.save(folder / f"{split}_{k}_{i}{suffix}")
+    return root
+
+
+def _striped_image(k: int, n_classes: int, rng: np.random.Generator) -> Image.Image:
+    height, width = (int(v) for v in rng.integers(48, 161, size=2))
+    angle = np.pi * k / n_classes
+    y, x = np.mgrid[0:height, 0:width]
+    stripes = np.sin((x * np.cos(angle) + y * np.sin(angle)) / 3.0 + rng.uniform(0, 2 * np.pi)) > 0
+    colour = np.array([np.cos(angle) + 1, np.sin(angle) + 1, 1 - np.cos(angle)]) * 110
+    pixels = stripes[..., None] * colour + rng.normal(30, 15, size=(height, width, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Summary (make run)
+
+
+def dataset_summary(dataset: str = "landmarks", valid_size: float = 0.2) -> str:
+    """A few lines describing the dataset: where it is, class and split sizes, normalization statistics."""
+    splits = get_datasets(dataset, valid_size)
+    base = base_dataset(splits["train"])
+    names = [display_name(name) for name in base.classes]
+    targets = [int(label) for label in base.targets]
+    per_class = Counter(names[targets[i]] for i in splits["train"].indices).most_common()
+    mean, std = (values.tolist() for values in get_normalization(DataLoader(splits["train"])))
+    location = get_data_location() if dataset == "landmarks" else FASHION_MNIST_DIR
+    return "\n".join(
+        [
+            f"Dataset: {dataset} ({location})",
+            f"Classes: {len(names)} ({', '.join(names[:3])}, ...)",
+            f"Images: {len(splits['train'])} train, {len(splits['valid'])} valid, {len(splits['test'])} test",
+            f"Train images per class: {per_class[-1][1]} ({per_class[-1][0]}) to {per_class[0][1]} ({per_class[0][0]})",
+            f"Normalization (train split): mean {[round(m, 4) for m in mean]}, std {[round(s, 4) for s in std]}",
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Fetch/verify a dataset and print a summary of it.")
+    parser.add_argument("--dataset", choices=DATASETS, default="landmarks")
+    args = parser.parse_args()
+    try:
+        if args.dataset == "landmarks":
+            try:
+                get_data_location()
+            except DataError:
+                if os.environ.get("LANDMARK_DATA"):
+                    raise
+                download_and_extract()
+        print(dataset_summary(args.dataset))
+    except DataError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Shared fixtures: a small synthetic landmark dataset, built once per test session."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from src.data import make_synthetic_dataset
+
+SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "landmark_samples"
+requires_samples = pytest.mark.skipif(
+    not SAMPLES.is_dir(), reason=f"real landmark photos not present at {SAMPLES} (only on the team's machines)"
+)
+
+N_CLASSES, N_TRAIN, N_TEST = 3, 10, 4
+
+
+def exif_rotated_jpeg(path: Path, width: int = 80, height: int = 40) -> None:
+    """A landscape-stored JPEG whose EXIF says 'rotate 90 degrees': it displays as portrait (height x width)."""
+    image = Image.new("RGB", (width, height), (200, 30, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 CW to display
+    image.save(path, exif=exif)
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """A read-only-by-convention ImageFolder dataset: 3 classes x (10 train + 4 test), mixed formats and modes,
+    plus one EXIF-rotated JPEG and one 16-bit grayscale PNG in class 00 of train/. Copy it before changing it."""
+    root = make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), N_CLASSES, N_TRAIN, N_TEST, seed=0)
+    first_class = sorted((root / "train").iterdir())[0]
+    exif_rotated_jpeg(first_class / "exif_rotated.jpg")
+    sixteen_bit = (np.linspace(0, 65535, 64 * 48).reshape(48, 64)).astype(np.uint16)
+    Image.fromarray(sixteen_bit).save(first_class / "sixteen_bit.png")
+    return root
+
+
+@pytest.fixture
+def landmark_data(synthetic_root, monkeypatch) -> Path:
+    """Point LANDMARK_DATA at the shared synthetic dataset for this test."""
+    monkeypatch.setenv("LANDMARK_DATA", str(synthetic_root))
+    return synthetic_root
+
+
+@pytest.fixture
+def writable_landmark_data(synthetic_root, tmp_path, monkeypatch) -> Path:
+    """A private copy of the synthetic dataset (safe to break), with LANDMARK_DATA pointing at it."""
+    root = tmp_path / "landmark_images"
+    shutil.copytree(synthetic_root, root, ignore=shutil.ignore_patterns("dataset_stats.json"))
+    monkeypatch.setenv("LANDMARK_DATA", str(root))
+    return root

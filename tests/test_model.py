@@ -1,0 +1,142 @@
+"""Specification of src/model.py: shapes, parameter counts, head, init, TorchScript, gradients."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from src.model import BasicBlock, MyModel, conv_parameter_count, count_parameters
+
+
+@pytest.fixture(autouse=True)
+def seed() -> None:
+    torch.manual_seed(0)
+
+
+# ---------------------------------------------------------------- output shapes
+
+
+@pytest.mark.parametrize(
+    "stem_stride, size",
+    [
+        (4, 224),  # landmark photos
+        (4, 32),   # the default stem still works on tiny images (GAP makes the model size-agnostic)
+        (1, 28),   # Fashion-MNIST-sized images, no early downsampling
+        (2, 64),
+    ],
+)
+def test_output_shape(stem_stride: int, size: int) -> None:
+    model = MyModel(num_classes=23, dropout=0.3, stem_stride=stem_stride).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, size, size))
+    assert out.shape == (2, 23)
+
+
+@pytest.mark.parametrize("stem_stride", [0, 3, 8])
+def test_invalid_stem_stride_raises(stem_stride: int) -> None:
+    with pytest.raises(ValueError, match="stem_stride must be 1, 2 or 4"):
+        MyModel(stem_stride=stem_stride)
+
+
+# ---------------------------------------------------------------- parameter counts
+
+
+def test_conv_parameter_count_formula() -> None:
+    # n_p = n_k * (c * k^2 + 1): 16 filters, each 3*3*3 = 27 weights + 1 bias
+    assert conv_parameter_count(3, 16, 3) == 16 * (3 * 3**2 + 1) == 448
+    assert conv_parameter_count(3, 16, 3, bias=False) == 432
+    assert conv_parameter_count(32, 64, 1, bias=False) == 2048
+
+
+def test_every_conv_matches_the_course_formula() -> None:
+    convs = [m for m in MyModel().modules() if isinstance(m, nn.Conv2d)]
+    # 2 stem convs + 8 blocks * 2 convs + 3 projection shortcuts
+    assert len(convs) == 21
+    for conv in convs:
+        expected = conv_parameter_count(
+            conv.in_channels, conv.out_channels, conv.kernel_size[0], bias=conv.bias is not None
+        )
+        assert sum(p.numel() for p in conv.parameters()) == expected, conv
+
+
+def test_total_parameter_count_is_pinned() -> None:
+    # These numbers exist to catch accidental architecture changes: if you change the model
+    # on purpose, recompute them with count_parameters and update them here.
+    assert count_parameters(MyModel()) == 3_061_320
+    assert count_parameters(MyModel(num_classes=50)) == 2_817_170
+    # the two differ only in the final linear layer: 256 * (1000 - 50) weights + (1000 - 50) biases
+    assert 3_061_320 - 2_817_170 == 257 * 950
+
+
+def test_count_parameters_trainable_only() -> None:
+    model = MyModel(num_classes=50)
+    for p in model.stem.parameters():
+        p.requires_grad_(False)
+    frozen = sum(p.numel() for p in model.stem.parameters())
+    assert count_parameters(model, trainable_only=True) == count_parameters(model) - frozen
+
+
+# ---------------------------------------------------------------- head
+
+
+def test_head_has_dropout_and_no_softmax() -> None:
+    model = MyModel(num_classes=23, dropout=0.3).eval()
+    dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    assert len(dropouts) == 1 and dropouts[0].p == 0.3
+    assert not any(isinstance(m, (nn.Softmax, nn.LogSoftmax)) for m in model.modules())
+
+    # raw logits: the loss (nn.CrossEntropyLoss) applies the softmax
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 32, 32))
+    assert not torch.allclose(out.sum(dim=1), torch.ones(2))
+
+
+# ---------------------------------------------------------------- initialization
+
+
+def test_residual_blocks_start_as_identity() -> None:
+    # bn2 gamma is zero-initialized, so the residual branch outputs 0 and a block with an
+    # identity shortcut computes relu(x)
+    blocks = [m for m in MyModel().modules() if isinstance(m, BasicBlock)]
+    assert len(blocks) == 8
+    for block in blocks:
+        assert torch.all(block.bn2.weight == 0)
+        if isinstance(block.shortcut, nn.Identity):
+            x = torch.randn(2, block.conv1.in_channels, 8, 8)
+            assert torch.equal(block(x), torch.relu(x))
+
+
+# ---------------------------------------------------------------- TorchScript
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script.*deprecated:FutureWarning")
+def test_torchscript_matches_eager() -> None:
+    model = MyModel(num_classes=50).eval()
+    # give every BatchNorm non-trivial statistics and gamma, so the residual branches
+    # (zero at init) take part in the comparison
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.1, 0.1)
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    scripted = torch.jit.script(model)
+
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        diff = (scripted(x) - model(x)).abs().max().item()
+    assert diff <= 1e-5
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_backward_reaches_every_parameter() -> None:
+    model = MyModel(num_classes=10, dropout=0.5).train()
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    nn.functional.cross_entropy(model(x), y).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+    # the zero-initialized gammas get a gradient, so the residual branches switch on after a step
+    for block in (m for m in model.modules() if isinstance(m, BasicBlock)):
+        assert block.bn2.weight.grad.abs().sum() > 0
