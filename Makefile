@@ -5,6 +5,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 DATASET ?= landmarks
+# PyTorch CPU threads must not busy-wait on a 2-core machine: see src/__init__.py.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: test run clean-venv
 

@@ -324,7 +324,7 @@ def make_synthetic_dataset(
 ) -> Path:
     """Write a small landmark-style ImageFolder (train/, test/) that a CNN can learn; returns root.
 
-    Class k is striped at angle k*180/n_classes degrees in its own colour, plus noise, so it is learnable.
+    Class k is striped at angle k*90/n_classes degrees in its own colour, plus noise, so it is learnable.
     Files vary like real data: JPEG and PNG, sizes 48-160 px in both orientations, and RGB, grayscale, RGBA,
     palette and CMYK modes.
     """
@@ -344,10 +344,14 @@ def make_synthetic_dataset(
 
 def _striped_image(k: int, n_classes: int, rng: np.random.Generator) -> Image.Image:
     height, width = (int(v) for v in rng.integers(48, 161, size=2))
-    angle = np.pi * k / n_classes
+    # Angles within [0, 90) degrees: a horizontal flip (a training augmentation) turns angle a into 180 - a,
+    # which is no other class's angle. The period scales with the image so resizing keeps the stripes.
+    angle = 0.5 * np.pi * k / n_classes
+    period = min(height, width) / 5
     y, x = np.mgrid[0:height, 0:width]
-    stripes = np.sin((x * np.cos(angle) + y * np.sin(angle)) / 3.0 + rng.uniform(0, 2 * np.pi)) > 0
-    colour = np.array([np.cos(angle) + 1, np.sin(angle) + 1, 1 - np.cos(angle)]) * 110
+    phase = rng.uniform(0, 2 * np.pi)
+    stripes = np.sin(2 * np.pi * (x * np.cos(angle) + y * np.sin(angle)) / period + phase) > 0
+    colour = np.array([np.cos(2 * angle) + 1, np.sin(2 * angle) + 1, 1 - np.cos(2 * angle)]) * 110
     pixels = stripes[..., None] * colour + rng.normal(30, 15, size=(height, width, 3))
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 

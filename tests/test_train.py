@@ -1,0 +1,208 @@
+"""Specification of src/train.py: epochs, the checkpointing loop, failure handling, resume and the CLI."""
+
+import json
+import math
+
+import matplotlib
+import pytest
+import torch
+import torch.nn as nn
+
+from src import train
+from src.data import get_data_loaders
+from src.model import MyModel
+from src.optimization import get_loss, get_optimizer
+from src.train import main, one_epoch_test, optimize, resume_path, train_one_epoch, valid_one_epoch
+
+matplotlib.use("Agg")
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def loaders(landmark_data):
+    return get_data_loaders(batch_size=8, num_workers=0, image_size=32)
+
+
+def small_model() -> nn.Module:
+    torch.manual_seed(0)
+    return MyModel(num_classes=3, dropout=0.1, stem_stride=1, widths=(8, 16), blocks_per_stage=(1, 1))
+
+
+def weight_marker(model: nn.Module) -> float:
+    """The classifier bias' first value: the fake epochs below set it to the epoch number."""
+    return model.head[-1].bias[0].item()
+
+
+def scripted_run_epoch(valid_losses: list[float]):
+    """A stand-in for train.run_epoch: training 'changes the weights' (marks them with the epoch number),
+    validation returns the next scripted loss."""
+    calls = {"train": 0, "valid": 0}
+
+    def fake(loader, model, loss_fn, optimizer=None, device=None, desc=""):
+        if optimizer is not None:
+            calls["train"] += 1
+            with torch.no_grad():
+                model.head[-1].bias[0] = calls["train"]
+            return 1.0, 0.5
+        calls["valid"] += 1
+        return valid_losses[calls["valid"] - 1], 0.5
+
+    return fake
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# One epoch
+
+
+def test_train_and_valid_epochs_return_finite_losses(loaders):
+    model = small_model()
+    optimizer = get_optimizer(model, "Adam", 1e-3)
+    assert math.isfinite(train_one_epoch(loaders["train"], model, optimizer, get_loss()))
+    assert math.isfinite(valid_one_epoch(loaders["valid"], model, get_loss()))
+
+
+def test_one_epoch_test_returns_loss_and_accuracy_and_prints_the_course_line(loaders, capsys):
+    test_loss, accuracy = one_epoch_test(loaders["test"], small_model(), get_loss())
+    n = len(loaders["test"].dataset)
+    assert math.isfinite(test_loss) and 0 <= accuracy <= 1
+    assert f"Test Accuracy: {100 * accuracy:.0f}% ({round(accuracy * n)}/{n})" in capsys.readouterr().out
+
+
+def test_validation_does_not_change_the_weights(loaders):
+    model = small_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    valid_one_epoch(loaders["valid"], model, get_loss())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "BN running stats must not move"
+
+
+def test_the_loss_decreases_on_a_small_learnable_problem(loaders):
+    torch.manual_seed(0)
+    model = MyModel(num_classes=3, dropout=0.0, stem_stride=1, widths=(16, 32), blocks_per_stage=(1, 1))
+    optimizer = get_optimizer(model, "Adam", 3e-3)
+    losses = [train_one_epoch(loaders["train"], model, optimizer, get_loss()) for _ in range(15)]
+    assert losses[-1] < 0.6 * losses[0], losses
+    _, accuracy = train.run_epoch(loaders["valid"], model, get_loss(), device=CPU)
+    assert accuracy > 0.6, "well above the 1/3 of guessing"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# optimize: best checkpoint, history, failures
+
+
+def test_the_checkpoint_is_saved_at_each_new_minimum_and_never_overwritten_by_a_worse_epoch(loaders, tmp_path, monkeypatch):
+    # epoch:           1     2 (not 1% better)  3 (best)  4 (worse)
+    monkeypatch.setattr(train, "run_epoch", scripted_run_epoch([1.0, 0.995, 0.8, 0.9]))
+    model, save_path = small_model(), tmp_path / "best.pt"
+    history = optimize(loaders, model, get_optimizer(model), get_loss(), 4, save_path, device=CPU)
+    saved = small_model()
+    saved.load_state_dict(torch.load(save_path))
+    assert weight_marker(saved) == 3
+    assert history["valid_loss"] == [1.0, 0.995, 0.8, 0.9]
+
+
+def test_history_has_one_entry_per_epoch_for_every_metric(loaders, tmp_path):
+    model = small_model()
+    history = optimize(loaders, model, get_optimizer(model, "Adam", 1e-3), get_loss(), 2, tmp_path / "m.pt", device=CPU)
+    assert set(history) == {"train_loss", "valid_loss", "train_accuracy", "valid_accuracy", "lr"}
+    assert all(len(values) == 2 and all(math.isfinite(v) for v in values) for values in history.values())
+    assert (tmp_path / "m.pt").is_file() and resume_path(tmp_path / "m.pt").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "m.resume.pt"], "no temporary files left behind"
+
+
+def test_the_scheduler_is_stepped_every_epoch(loaders, tmp_path):
+    model = small_model()
+    optimizer = get_optimizer(model, "SGD", 0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    history = optimize(loaders, model, optimizer, get_loss(), 3, tmp_path / "m.pt", scheduler=scheduler, device=CPU)
+    assert history["lr"] == pytest.approx([0.1, 0.05, 0.025])
+
+
+class FailingLoss(nn.Module):
+    """Cross-entropy for the first `ok_calls` batches, then `failure` (NaN, or raising KeyboardInterrupt)."""
+
+    def __init__(self, ok_calls: int, failure: str):
+        super().__init__()
+        self.calls, self.ok_calls, self.failure = 0, ok_calls, failure
+
+    def forward(self, logits, labels):
+        self.calls += 1
+        if self.calls > self.ok_calls:
+            if self.failure == "interrupt":
+                raise KeyboardInterrupt
+            return logits.sum() * float("nan")
+        return nn.functional.cross_entropy(logits, labels)
+
+
+def batches_per_epoch(loaders) -> int:
+    return len(loaders["train"]) + len(loaders["valid"])
+
+
+def test_a_nan_loss_stops_training_with_a_message_and_keeps_the_best_checkpoint(loaders, tmp_path, capsys):
+    model, save_path = small_model(), tmp_path / "best.pt"
+    loss = FailingLoss(ok_calls=batches_per_epoch(loaders) + 1, failure="nan")  # fails early in epoch 2
+    history = optimize(loaders, model, get_optimizer(model, "Adam", 1e-3), loss, 5, save_path, device=CPU)
+    assert len(history["train_loss"]) == 1
+    assert "loss became nan" in capsys.readouterr().err
+    best = small_model()
+    best.load_state_dict(torch.load(save_path))  # still the complete epoch-1 checkpoint
+    assert all(torch.isfinite(p).all() for p in best.parameters())
+
+
+def test_ctrl_c_stops_cleanly_and_resume_finishes_the_run_with_a_full_history(loaders, tmp_path, capsys):
+    save_path = tmp_path / "best.pt"
+    model = small_model()
+    interrupted = FailingLoss(ok_calls=batches_per_epoch(loaders) + 1, failure="interrupt")
+    first = optimize(loaders, model, get_optimizer(model, "Adam", 1e-3), interrupted, 4, save_path, device=CPU)
+    assert len(first["train_loss"]) == 1 and save_path.is_file()
+    assert "resume=True" in capsys.readouterr().err
+
+    model = small_model()  # a fresh process: new model and optimizer, state comes from the resume file
+    resumed = optimize(loaders, model, get_optimizer(model, "Adam", 1e-3), get_loss(), 4, save_path, resume=True, device=CPU)
+    assert all(len(values) == 4 for values in resumed.values())
+    assert resumed["train_loss"][0] == first["train_loss"][0], "epoch 1 comes from the interrupted run"
+    assert "Resuming after epoch 1" in capsys.readouterr().out
+
+
+def test_resume_without_an_earlier_run_starts_from_the_beginning(loaders, tmp_path, capsys):
+    model = small_model()
+    history = optimize(loaders, model, get_optimizer(model), get_loss(), 1, tmp_path / "m.pt", resume=True, device=CPU)
+    assert len(history["train_loss"]) == 1
+    assert "starting from epoch 1" in capsys.readouterr().out
+
+
+def test_interactive_tracking_outside_a_notebook_trains_without_drawing_errors(loaders, tmp_path):
+    model = small_model()
+    history = optimize(loaders, model, get_optimizer(model), get_loss(), 2, tmp_path / "m.pt", True, device=CPU)
+    assert len(history["lr"]) == 2
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def test_cli_trains_keeps_the_best_checkpoint_and_writes_a_run_record(landmark_data, tmp_path, capsys):
+    save_path = tmp_path / "scratch.pt"
+    argv = ["--model", "scratch", "--epochs", "2", "--image-size", "32", "--batch-size", "8",
+            "--num-workers", "0", "--save-path", str(save_path)]  # fmt: skip
+    assert main(argv) == 0
+    record = json.loads(save_path.with_suffix(".json").read_text())
+    assert record["class_names"] == ["Synthetic Landmark A", "Synthetic Landmark B", "Synthetic Landmark C"]
+    assert len(record["history"]["valid_loss"]) == 2 and 0 <= record["test_accuracy"] <= 1
+    assert "Test Accuracy:" in capsys.readouterr().out
+    model = MyModel(num_classes=3, stem_stride=1)
+    model.load_state_dict(torch.load(save_path))
+
+
+def test_cli_trains_a_transfer_model_head(landmark_data, tmp_path):
+    save_path = tmp_path / "transfer.pt"
+    argv = ["--model", "efficientnet_lite0", "--epochs", "1", "--image-size", "64", "--batch-size", "8",
+            "--num-workers", "0", "--save-path", str(save_path)]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads(save_path.with_suffix(".json").read_text())["mean"] == [0.5, 0.5, 0.5]
+
+
+def test_cli_reports_missing_data_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LANDMARK_DATA", str(tmp_path / "missing"))
+    assert main(["--epochs", "1", "--save-path", str(tmp_path / "m.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: No landmark dataset") and err.count("\n") == 1

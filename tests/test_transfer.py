@@ -1,0 +1,110 @@
+import pytest
+import torch
+import torch.nn as nn
+import torchvision.transforms.v2.functional as TF
+from skimage import data
+
+from src.transfer import (
+    AVAILABLE_MODELS,
+    FINE_TUNE_OPTIONS,
+    INPUT_SIZE,
+    PRETRAINED_MEAN,
+    PRETRAINED_STD,
+    get_model_transfer_learning,
+    load_imagenet_model,
+)
+
+ESPRESSO = 967  # ImageNet class index of "espresso"
+
+
+def trainable(model: nn.Module) -> set[str]:
+    return {name for name, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("model_name", AVAILABLE_MODELS)
+def test_output_shape(model_name):
+    model = get_model_transfer_learning(model_name, n_classes=23).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 23)
+    assert model.head[-1].in_features == model.num_features
+
+
+@pytest.mark.parametrize("model_name", AVAILABLE_MODELS)
+def test_fine_tune_controls_what_trains(model_name):
+    none = trainable(get_model_transfer_learning(model_name, fine_tune="none"))
+    last = trainable(get_model_transfer_learning(model_name, fine_tune="last"))
+    everything = get_model_transfer_learning(model_name, fine_tune="all")
+    all_ = trainable(everything)
+
+    assert none == {"head.1.weight", "head.1.bias"}  # only the new Linear layer
+    assert all_ == {name for name, _ in everything.named_parameters()}
+    assert none < last < all_
+    assert "backbone.conv_head.weight" in last and "backbone.conv_stem.weight" not in last
+
+
+def test_frozen_batchnorm_keeps_imagenet_statistics():
+    model = get_model_transfer_learning("efficientnet_lite0", fine_tune="none")
+    model.train()
+    bn = model.backbone.bn1
+    before = bn.running_mean.clone()
+    model(torch.randn(2, 3, 64, 64))
+    assert not bn.training
+    assert model.head.training  # the head's Dropout is still active
+    assert torch.equal(bn.running_mean, before)
+
+
+def test_only_frozen_batchnorms_stay_in_eval_mode():
+    model = get_model_transfer_learning("efficientnet_lite0", fine_tune="last").train()
+    assert not model.backbone.bn1.training  # stem: frozen
+    assert model.backbone.bn2.training  # last layer: fine-tuned
+    model = get_model_transfer_learning("efficientnet_lite0", fine_tune="all").train()
+    assert model.backbone.bn1.training
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match="efficientnet_lite0, efficientnet_lite1, efficientnet_lite2"):
+        get_model_transfer_learning("resnet18")
+    with pytest.raises(ValueError, match="efficientnet_lite0"):
+        load_imagenet_model("resnet18")
+
+
+def test_unknown_fine_tune():
+    with pytest.raises(ValueError, match="none, last, all"):
+        get_model_transfer_learning(fine_tune="some")
+    assert FINE_TUNE_OPTIONS == ("none", "last", "all")
+
+
+def preprocess(image, size: int) -> torch.Tensor:
+    """The usual ImageNet evaluation pipeline: resize, center crop, normalize."""
+    x = TF.to_image(image)  # HWC uint8 numpy -> CHW uint8 tensor
+    x = TF.resize(x, [round(size / 0.875)])  # shorter side; 256 for a 224 crop
+    x = TF.center_crop(x, [size, size])
+    x = TF.to_dtype(x, torch.float32, scale=True)  # [0, 1]
+    x = TF.normalize(x, PRETRAINED_MEAN, PRETRAINED_STD)
+    return x.unsqueeze(0)
+
+
+@pytest.mark.parametrize("model_name", AVAILABLE_MODELS)
+def test_pretrained_weights_recognize_espresso(model_name):
+    """With random weights this would be a 1-in-1000 guess; real ImageNet weights are confident."""
+    model = load_imagenet_model(model_name)
+    x = preprocess(data.coffee(), INPUT_SIZE[model_name])
+    with torch.no_grad():
+        probs = model(x).softmax(dim=1)[0]
+    print(f"{model_name}: p(espresso) = {probs[ESPRESSO]:.3f}")
+    assert probs.argmax().item() == ESPRESSO
+    assert probs[ESPRESSO] > 0.3  # a random guess would get ~0.001
+
+
+# torch.jit.script is deprecated in favor of torch.export, but it is the export format this
+# course uses, so we check it works and silence the deprecation notice.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+@pytest.mark.parametrize("model_name", AVAILABLE_MODELS)
+def test_torchscript_matches_eager(model_name):
+    model = get_model_transfer_learning(model_name, n_classes=50).eval()
+    scripted = torch.jit.script(model)
+    for size in (64, INPUT_SIZE[model_name]):
+        x = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            assert (scripted(x) - model(x)).abs().max() <= 1e-5
