@@ -117,12 +117,13 @@ def get_datasets(
     else:
         train_all, valid_all, test = _fashion_mnist(image_size, normalization)
 
-    targets = list(train_all.targets)
+    targets = [int(label) for label in train_all.targets]  # Fashion-MNIST keeps them in a tensor
+    test_targets = [int(label) for label in test.targets]
     train_idx, valid_idx = stratified_split(targets, valid_size, seed)
     return {
         "train": Subset(train_all, balanced_subset(train_idx, targets, limit, seed)),
         "valid": Subset(valid_all, balanced_subset(valid_idx, targets, limit, seed)),
-        "test": Subset(test, balanced_subset(range(len(test)), list(test.targets), limit, seed)),
+        "test": Subset(test, balanced_subset(range(len(test)), test_targets, limit, seed)),
     }
 
 

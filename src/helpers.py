@@ -224,10 +224,15 @@ def display_name(class_folder: str) -> str:
 # Dataset statistics (cached)
 
 
+def files_under(folder: Path) -> list[Path]:
+    """Every file below `folder`, sorted, following symlinked folders as ImageFolder does."""
+    return sorted(Path(parent) / name for parent, _, names in os.walk(folder, followlinks=True) for name in names)
+
+
 def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
     """(image files, other files) under `folder`, sorted. 'Other' is what ImageFolder would silently ignore."""
     images, others = [], []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in files_under(folder):
         (images if path.suffix.lower() in IMAGE_EXTENSIONS else others).append(path)
     return images, others
 
@@ -236,7 +241,7 @@ def _fingerprint(root: Path) -> str:
     """Changes whenever a file under train/ or test/ is added, removed, resized or touched."""
     digest = hashlib.sha1()
     for split in ("train", "test"):
-        for path in sorted(p for p in (root / split).rglob("*") if p.is_file()):
+        for path in files_under(root / split):
             stat = path.stat()
             digest.update(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()

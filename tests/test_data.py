@@ -1,0 +1,649 @@
+"""Specification of src/data.py: from image files to batches of tensors.
+
+Landmark tests run on the small synthetic dataset from conftest.py (3 classes; train has 10 images per class plus an
+EXIF-rotated JPEG and a 16-bit PNG in class 00, so 32 images; test has 4 per class).
+"""
+
+import gzip
+import os
+import pickle
+import re
+from collections import Counter
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot is imported anywhere: no display needed
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch.utils.data import SequentialSampler  # noqa: E402
+from torchvision.transforms import v2  # noqa: E402
+
+from src import data  # noqa: E402
+from src.data import (  # noqa: E402
+    FASHION_MNIST_DIR,
+    FASHION_MNIST_SIZES,
+    balanced_subset,
+    base_dataset,
+    dataset_summary,
+    denormalize,
+    get_class_names,
+    get_data_loaders,
+    get_datasets,
+    get_normalization,
+    get_transforms,
+    make_synthetic_dataset,
+    prepare_fashion_mnist,
+    stratified_split,
+    visualize_one_batch,
+)
+from src.helpers import DataError, dataset_stats, load_rgb_image  # noqa: E402
+from tests.conftest import N_CLASSES, N_TEST, N_TRAIN, SAMPLES, requires_samples  # noqa: E402
+
+# What the synthetic dataset must split into with the default valid_size=0.2: class 00 has 2 extra train images.
+TRAIN_PER_CLASS = [N_TRAIN + 2] + [N_TRAIN] * (N_CLASSES - 1)
+N_TRAIN_IMAGES = sum(TRAIN_PER_CLASS)  # 32
+N_VALID = sum(round(0.2 * n) for n in TRAIN_PER_CLASS)  # 6: 20% of every class
+N_TEST_IMAGES = N_CLASSES * N_TEST  # 12
+CLASS_NAMES = ["Synthetic Landmark A", "Synthetic Landmark B", "Synthetic Landmark C"]
+
+FASHION_FILES = [name for name, _ in data.datasets.FashionMNIST.resources]  # the four *-ubyte.gz names
+DEBIAN_HAS_FASHION_MNIST = all((data.DEBIAN_FASHION_MNIST / name).exists() for name in FASHION_FILES)
+PROJECT_HAS_FASHION_MNIST = all(
+    (FASHION_MNIST_DIR / "FashionMNIST" / "raw" / name.removesuffix(".gz")).exists() for name in FASHION_FILES
+)
+requires_fashion_mnist = pytest.mark.skipif(
+    not (DEBIAN_HAS_FASHION_MNIST or PROJECT_HAS_FASHION_MNIST),
+    reason=f"Fashion-MNIST is neither installed in {data.DEBIAN_FASHION_MNIST} (apt-get install dataset-fashion-mnist) "
+    f"nor prepared in {FASHION_MNIST_DIR}, and tests must not download",
+)
+requires_debian_fashion_mnist = pytest.mark.skipif(
+    not DEBIAN_HAS_FASHION_MNIST,
+    reason=f"Debian's Fashion-MNIST is not installed in {data.DEBIAN_FASHION_MNIST} "
+    "(apt-get install dataset-fashion-mnist)",
+)
+
+
+def loaders_for_test(**kwargs):
+    """get_data_loaders with the quick settings most tests want: no worker processes."""
+    return get_data_loaders(**{"batch_size": 4, "num_workers": 0, **kwargs})
+
+
+def labels_of(subset) -> list[int]:
+    """The labels of a Subset's images, in the Subset's order, read without decoding any image."""
+    targets = base_dataset(subset).targets
+    return [int(targets[i]) for i in subset.indices]
+
+
+def image(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
+    """A noise image of the given size and mode."""
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels, "RGB").convert(mode)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Loaders: keys, shapes, dtypes
+
+
+def test_loaders_are_train_valid_and_test(landmark_data):
+    assert set(loaders_for_test()) == {"train", "valid", "test"}
+
+
+def test_a_train_batch_is_float_images_and_int64_labels_in_range(landmark_data):
+    images, labels = next(iter(loaders_for_test()["train"]))
+    assert images.shape == (4, 3, 224, 224)
+    assert images.dtype == torch.float32
+    assert labels.shape == (4,)
+    assert labels.dtype == torch.int64
+    assert labels.min() >= 0 and labels.max() < N_CLASSES
+
+
+@pytest.mark.parametrize("split", ["valid", "test"])
+def test_valid_and_test_batches_have_the_same_shape_as_train(landmark_data, split):
+    images, labels = next(iter(loaders_for_test()[split]))
+    assert images.shape == (4, 3, 224, 224)
+    assert images.dtype == torch.float32
+    assert labels.dtype == torch.int64
+
+
+def test_image_size_sets_the_side_of_every_batch(landmark_data):
+    loaders = loaders_for_test(image_size=64)
+    for split in ("train", "valid", "test"):
+        images, _ = next(iter(loaders[split]))
+        assert images.shape == (4, 3, 64, 64), split
+
+
+def test_datasets_can_be_pickled_so_workers_also_start_under_spawn(landmark_data):
+    """macOS and Windows start DataLoader workers by pickling the dataset: no lambdas or open files allowed in it."""
+    loaders = loaders_for_test()
+    for split in ("train", "valid", "test"):
+        restored = pickle.loads(pickle.dumps(loaders[split].dataset))
+        assert restored[0][0].shape == (3, 224, 224)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Validation split
+
+
+def test_validation_split_is_identical_on_every_call(landmark_data):
+    first, second = loaders_for_test(), loaders_for_test()
+    assert first["valid"].dataset.indices == second["valid"].dataset.indices
+    assert first["train"].dataset.indices == second["train"].dataset.indices
+
+
+def test_train_and_valid_are_disjoint_and_together_cover_every_training_image(landmark_data):
+    loaders = loaders_for_test()
+    train, valid = loaders["train"].dataset, loaders["valid"].dataset
+    assert base_dataset(train).samples == base_dataset(valid).samples  # both index the same train/ images
+    assert len(base_dataset(train)) == N_TRAIN_IMAGES
+    assert not set(train.indices) & set(valid.indices)
+    assert sorted(train.indices + valid.indices) == list(range(N_TRAIN_IMAGES))
+    assert len(valid) == N_VALID
+    assert len(loaders["test"].dataset) == N_TEST_IMAGES
+
+
+def test_validation_split_is_stratified_so_every_class_is_in_it(landmark_data):
+    valid = loaders_for_test()["valid"].dataset
+    per_class = Counter(labels_of(valid))
+    assert per_class == {label: round(0.2 * n) for label, n in enumerate(TRAIN_PER_CLASS)}
+
+
+def test_stratified_split_takes_valid_size_of_every_class():
+    targets = [0] * 10 + [1] * 10 + [2] * 10
+    train, valid = stratified_split(targets, valid_size=0.2, seed=0)
+    assert Counter(targets[i] for i in valid) == {0: 2, 1: 2, 2: 2}
+    assert Counter(targets[i] for i in train) == {0: 8, 1: 8, 2: 8}
+    assert sorted(train + valid) == list(range(30))
+
+
+def test_stratified_split_keeps_unequal_classes_in_proportion():
+    targets = [0] * 20 + [1] * 5
+    _, valid = stratified_split(targets, valid_size=0.2, seed=0)
+    assert Counter(targets[i] for i in valid) == {0: 4, 1: 1}
+
+
+def test_stratified_split_is_deterministic_for_a_seed_and_changes_with_it():
+    targets = [0] * 10 + [1] * 10 + [2] * 10
+    assert stratified_split(targets, 0.2, seed=1) == stratified_split(targets, 0.2, seed=1)
+    assert stratified_split(targets, 0.2, seed=1)[1] != stratified_split(targets, 0.2, seed=2)[1]
+
+
+def test_stratified_split_ignores_the_global_random_state():
+    targets = [0] * 10 + [1] * 10
+    np.random.seed(0)
+    first = stratified_split(targets, 0.2, seed=1)
+    np.random.seed(123)
+    assert stratified_split(targets, 0.2, seed=1) == first
+
+
+@pytest.mark.parametrize("valid_size", [0, 1, -0.1, 1.5])
+def test_valid_size_outside_0_1_is_rejected(landmark_data, valid_size):
+    with pytest.raises(ValueError, match="valid_size must be between 0 and 1"):
+        loaders_for_test(valid_size=valid_size)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# limit: small class-balanced subsets for quick runs
+
+
+def test_limit_caps_every_split(landmark_data):
+    loaders = loaders_for_test(limit=5)
+    for split in ("train", "valid", "test"):
+        assert 0 < len(loaders[split].dataset) <= 5, split
+
+
+def test_limit_keeps_every_class_represented(landmark_data):
+    loaders = loaders_for_test(limit=N_CLASSES)
+    for split in ("train", "valid", "test"):
+        assert sorted(labels_of(loaders[split].dataset)) == list(range(N_CLASSES)), split
+
+
+def test_balanced_subset_with_limit_n_classes_picks_one_index_per_class():
+    targets = [0] * 10 + [1] * 10 + [2] * 10
+    chosen = balanced_subset(range(30), targets, limit=3, seed=0)
+    assert sorted(targets[i] for i in chosen) == [0, 1, 2]
+
+
+def test_balanced_subset_takes_an_equal_share_of_each_class():
+    targets = [0] * 50 + [1] * 10 + [2] * 10
+    chosen = balanced_subset(range(70), targets, limit=15, seed=0)
+    assert Counter(targets[i] for i in chosen) == {0: 5, 1: 5, 2: 5}
+    assert len(set(chosen)) == 15
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_limit_zero_or_negative_keeps_everything(limit):
+    targets = [0, 0, 1, 1, 2]
+    assert balanced_subset([4, 0, 2, 1, 3], targets, limit=limit) == [4, 0, 2, 1, 3]
+
+
+def test_no_limit_gives_the_full_splits(landmark_data):
+    loaders = loaders_for_test(limit=-1)
+    assert len(loaders["train"].dataset) + len(loaders["valid"].dataset) == N_TRAIN_IMAGES
+    assert len(loaders["test"].dataset) == N_TEST_IMAGES
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Order and workers
+
+
+def test_train_loader_shuffles_reproducibly_for_a_seed(landmark_data):
+    first = next(iter(loaders_for_test(batch_size=N_TRAIN_IMAGES, seed=7)["train"]))[1]
+    second = next(iter(loaders_for_test(batch_size=N_TRAIN_IMAGES, seed=7)["train"]))[1]
+    assert first.tolist() == second.tolist()
+    in_file_order = labels_of(loaders_for_test(seed=7)["train"].dataset)
+    assert sorted(first.tolist()) == sorted(in_file_order)  # one batch holds the whole split
+    assert first.tolist() != in_file_order  # shuffled (files are listed class by class)
+
+
+def test_train_loader_reshuffles_every_epoch(landmark_data):
+    train = loaders_for_test(batch_size=N_TRAIN_IMAGES)["train"]
+    epoch_1 = torch.cat([labels for _, labels in train]).tolist()
+    epoch_2 = torch.cat([labels for _, labels in train]).tolist()
+    assert sorted(epoch_1) == sorted(epoch_2)
+    assert epoch_1 != epoch_2
+
+
+@pytest.mark.parametrize("split", ["valid", "test"])
+def test_valid_and_test_loaders_are_not_shuffled(landmark_data, split):
+    loader = loaders_for_test()[split]
+    assert isinstance(loader.sampler, SequentialSampler)
+    seen = torch.cat([labels for _, labels in loader]).tolist()
+    assert seen == labels_of(loader.dataset)
+
+
+def test_train_loader_drops_a_last_partial_batch(landmark_data):
+    """A final batch of 1 image would break BatchNorm in training mode."""
+    train = loaders_for_test(batch_size=4)["train"]
+    n_train = len(train.dataset)
+    assert [len(labels) for _, labels in train] == [4] * (n_train // 4)
+
+
+def test_num_workers_minus_one_uses_every_usable_core(landmark_data):
+    loaders = get_data_loaders(batch_size=4, num_workers=-1)
+    for split in ("train", "valid", "test"):
+        assert loaders[split].num_workers == len(os.sched_getaffinity(0)), split
+        assert loaders[split].persistent_workers is True, split
+
+
+def test_no_workers_means_no_persistent_workers(landmark_data):
+    assert loaders_for_test()["train"].persistent_workers is False
+
+
+def test_worker_processes_load_batches(landmark_data):
+    loaders = get_data_loaders(batch_size=4, num_workers=2)
+    assert loaders["train"].num_workers == 2
+    images, labels = next(iter(loaders["train"]))
+    assert images.shape == (4, 3, 224, 224)
+    assert labels.shape == (4,)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Transforms
+
+
+MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.15)
+
+
+@pytest.mark.parametrize("width, height", [(800, 600), (600, 800), (50, 50)], ids=["landscape", "portrait", "tiny"])
+@pytest.mark.parametrize("kind", ["train", "eval"])
+def test_landmark_transforms_give_224_squares_from_any_photo_size(kind, width, height):
+    torch.manual_seed(0)
+    out = get_transforms("landmarks", MEAN, STD)[kind](image(width, height))
+    assert out.shape == (3, 224, 224)
+    assert out.dtype == torch.float32
+
+
+def test_landmark_train_transform_augments():
+    torch.manual_seed(0)
+    train = get_transforms("landmarks", MEAN, STD)["train"]
+    photo = image(300, 200)
+    assert not torch.equal(train(photo), train(photo))
+
+
+def test_landmark_eval_transform_is_deterministic():
+    evaluation = get_transforms("landmarks", MEAN, STD)["eval"]
+    photo = image(300, 200)
+    assert torch.equal(evaluation(photo), evaluation(photo))
+
+
+def test_landmark_eval_transform_is_a_center_crop():
+    """A 768x256 photo striped red | green | blue: the 224 px centre crop is all green."""
+    photo = Image.new("RGB", (768, 256))
+    for i, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
+        photo.paste(colour, (256 * i, 0, 256 * (i + 1), 256))
+    out = get_transforms("landmarks", (0, 0, 0), (1, 1, 1))["eval"](photo)
+    assert out.shape == (3, 224, 224)
+    expected = torch.tensor([0.0, 1.0, 0.0])[:, None, None].expand(3, 224, 224)
+    torch.testing.assert_close(out, expected)
+
+
+def test_image_size_overrides_the_preset_size():
+    for kind in ("train", "eval"):
+        assert get_transforms("landmarks", MEAN, STD, image_size=64)[kind](image(300, 200)).shape == (3, 64, 64)
+
+
+@pytest.mark.parametrize("kind", ["train", "eval"])
+def test_fashion_mnist_transforms_give_3_identical_28x28_channels(kind):
+    torch.manual_seed(0)
+    out = get_transforms("fashion-mnist", [0.3] * 3, [0.35] * 3)[kind](image(28, 28, mode="L"))
+    assert out.shape == (3, 28, 28)
+    assert torch.equal(out[0], out[1]) and torch.equal(out[1], out[2])
+
+
+@pytest.mark.parametrize("dataset", ["landmarks", "fashion-mnist"])
+def test_eval_transform_normalizes_with_the_given_mean_and_std(dataset):
+    rgb = (51, 102, 153)
+    out = get_transforms(dataset, MEAN, STD)["eval"](Image.new("RGB", (300, 300), rgb))
+    expected = (torch.tensor(rgb) / 255 - torch.tensor(MEAN)) / torch.tensor(STD)
+    torch.testing.assert_close(out, expected[:, None, None].expand_as(out), atol=1e-5, rtol=0)
+
+
+def test_loaders_normalize_with_the_training_images_statistics_by_default(landmark_data):
+    stats = dataset_stats(landmark_data)
+    loaders = loaders_for_test()
+    for split in ("train", "valid", "test"):
+        mean, std = get_normalization(loaders[split])
+        torch.testing.assert_close(mean, torch.tensor(stats["mean"]), check_dtype=False)
+        torch.testing.assert_close(std, torch.tensor(stats["std"]), check_dtype=False)
+
+
+def test_normalization_argument_reaches_every_loader(landmark_data):
+    imagenet = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    loaders = loaders_for_test(normalization=imagenet)
+    for split in ("train", "valid", "test"):
+        mean, std = get_normalization(loaders[split])
+        torch.testing.assert_close(mean, torch.tensor(imagenet[0]), check_dtype=False)
+        torch.testing.assert_close(std, torch.tensor(imagenet[1]), check_dtype=False)
+
+
+def test_valid_and_test_images_are_not_augmented(landmark_data):
+    loaders = loaders_for_test()
+    for split in ("valid", "test"):
+        dataset = loaders[split].dataset
+        assert torch.equal(dataset[0][0], dataset[0][0]), split
+
+
+def test_unknown_dataset_name_lists_the_valid_choices(landmark_data):
+    with pytest.raises(ValueError, match=r"'cifar10'.*landmarks.*fashion-mnist"):
+        get_transforms("cifar10", MEAN, STD)
+    with pytest.raises(ValueError, match=r"'cifar10'.*landmarks.*fashion-mnist"):
+        loaders_for_test(dataset="cifar10")
+
+
+def test_denormalize_inverts_normalize():
+    mean, std = torch.tensor(MEAN), torch.tensor(STD)
+    images = torch.rand(2, 3, 8, 8)
+    normalized = v2.Normalize(list(MEAN), list(STD))(images)
+    torch.testing.assert_close(denormalize(normalized, mean, std), images, atol=1e-6, rtol=0)
+    torch.testing.assert_close(denormalize(normalized[0], mean, std), images[0], atol=1e-6, rtol=0)  # one image
+
+
+def test_denormalize_clips_to_the_displayable_range():
+    out = denormalize(torch.tensor([-10.0, 0.0, 10.0])[:, None, None], torch.tensor(MEAN), torch.tensor(STD))
+    assert out.min() >= 0 and out.max() <= 1
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Reading the image files
+
+
+def test_exif_rotated_photo_loads_upright(landmark_data):
+    train_images = base_dataset(loaders_for_test()["train"].dataset)
+    [path] = [path for path, _ in train_images.samples if Path(path).name == "exif_rotated.jpg"]
+    assert train_images.loader is load_rgb_image
+    assert train_images.loader(path).size == (40, 80)  # stored 80 wide x 40 high, EXIF says rotate 90 degrees
+
+
+def test_every_image_of_every_split_becomes_a_finite_224_tensor(landmark_data):
+    """The synthetic files are RGB, grayscale, RGBA, palette and CMYK JPEG/PNG, plus a 16-bit PNG and an EXIF JPEG."""
+    modes = {Image.open(path).mode for path in (landmark_data / "train").rglob("*") if path.is_file()}
+    assert {"RGB", "L", "RGBA", "P", "CMYK", "I;16"} <= modes
+    loaders = loaders_for_test()
+    for split in ("train", "valid", "test"):
+        for image_tensor, label in loaders[split].dataset:
+            assert image_tensor.shape == (3, 224, 224), split
+            assert torch.isfinite(image_tensor).all(), split
+            assert 0 <= label < N_CLASSES
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Class names and the batch preview
+
+
+def test_class_names_are_readable_and_in_label_order(landmark_data):
+    loaders = loaders_for_test()
+    assert get_class_names(loaders) == CLASS_NAMES
+    assert base_dataset(loaders["train"].dataset).class_to_idx["00.Synthetic_Landmark_A"] == 0
+
+
+def test_visualize_one_batch_shows_max_n_images_titled_with_their_class(landmark_data):
+    names = get_class_names(loaders_for_test())
+    _, labels = next(iter(loaders_for_test()["train"]))  # the same first batch, thanks to the seeded shuffle
+    fig = visualize_one_batch(loaders_for_test(), max_n=3)
+    try:
+        assert isinstance(fig, plt.Figure)
+        assert len(fig.axes) == 3
+        assert [ax.get_title() for ax in fig.axes] == [names[label] for label in labels[:3]]
+        for ax in fig.axes:
+            [shown] = ax.get_images()
+            pixels = np.asarray(shown.get_array())
+            assert pixels.shape == (224, 224, 3)
+            assert pixels.min() >= 0 and pixels.max() <= 1  # denormalized for display
+    finally:
+        plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Bad data
+
+
+def first_class(root: Path, split: str = "train") -> Path:
+    return sorted((root / split).iterdir())[0]
+
+
+def test_non_image_files_are_reported_in_one_warning_and_ignored(writable_landmark_data):
+    root = writable_landmark_data
+    (first_class(root, "train") / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (first_class(root, "test") / "README.md").write_text("# notes\n")
+    with pytest.warns(UserWarning) as caught:
+        loaders = loaders_for_test()
+    about_non_images = [str(w.message) for w in caught if "non-image" in str(w.message)]
+    assert len(about_non_images) == 1
+    assert ".DS_Store" in about_non_images[0] and "README.md" in about_non_images[0]
+    assert len(loaders["train"].dataset) + len(loaders["valid"].dataset) == N_TRAIN_IMAGES
+    assert len(loaders["test"].dataset) == N_TEST_IMAGES
+    images, _ = next(iter(loaders["train"]))
+    assert images.shape == (4, 3, 224, 224)
+
+
+def test_unreadable_images_are_reported_and_left_out(writable_landmark_data):
+    root = writable_landmark_data
+    folder = first_class(root, "train")
+    a_jpeg = next(p for p in sorted(folder.glob("*.jpg")) if p.name != "exif_rotated.jpg")
+    (folder / "truncated.jpg").write_bytes(a_jpeg.read_bytes()[:200])
+    (folder / "fake.jpg").write_text("this is not a JPEG")
+    with pytest.warns(UserWarning, match="unreadable") as caught:
+        loaders = get_data_loaders(batch_size=4, num_workers=2)
+    message = " ".join(str(w.message) for w in caught if "unreadable" in str(w.message))
+    assert "truncated.jpg" in message and "fake.jpg" in message
+    samples = {Path(path).name for path, _ in base_dataset(loaders["train"].dataset).samples}
+    assert "truncated.jpg" not in samples and "fake.jpg" not in samples
+    assert len(samples) == N_TRAIN_IMAGES
+    n_batches = sum(1 for _ in loaders["train"])  # every remaining image decodes, in worker processes too
+    assert n_batches == len(loaders["train"].dataset) // 4
+
+
+def test_an_empty_class_folder_is_an_error_naming_it(writable_landmark_data):
+    root = writable_landmark_data
+    for split in ("train", "test"):
+        (root / split / "03.Empty_Landmark").mkdir()
+    with pytest.raises(DataError, match=re.escape(str(root / "train" / "03.Empty_Landmark"))):
+        loaders_for_test()
+
+
+def test_a_class_whose_images_are_all_unreadable_counts_as_empty(writable_landmark_data):
+    root = writable_landmark_data
+    for split in ("train", "test"):
+        (root / split / "03.Broken_Landmark").mkdir()
+        (root / split / "03.Broken_Landmark" / "fake.jpg").write_text("not an image")
+    with pytest.warns(UserWarning, match="unreadable"), pytest.raises(DataError, match="03.Broken_Landmark"):
+        loaders_for_test()
+
+
+def test_train_and_test_with_different_class_folders_is_an_error_naming_both_sides(writable_landmark_data):
+    root = writable_landmark_data
+    (root / "test" / "02.Synthetic_Landmark_C").rename(root / "test" / "02.Other_Landmark")
+    with pytest.raises(DataError, match="same class folders") as error:
+        loaders_for_test()
+    assert "02.Synthetic_Landmark_C" in str(error.value)  # only in train
+    assert "02.Other_Landmark" in str(error.value)  # only in test
+
+
+def test_class_folders_may_be_symlinks(synthetic_root, tmp_path, monkeypatch):
+    for split in ("train", "test"):
+        (tmp_path / split).mkdir()
+        for folder in sorted((synthetic_root / split).iterdir()):
+            (tmp_path / split / folder.name).symlink_to(folder, target_is_directory=True)
+    monkeypatch.setenv("LANDMARK_DATA", str(tmp_path))
+    loaders = loaders_for_test()
+    assert len(loaders["train"].dataset) + len(loaders["valid"].dataset) == N_TRAIN_IMAGES
+    assert dataset_stats(tmp_path)["n_pixels"] == dataset_stats(synthetic_root)["n_pixels"]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Synthetic data
+
+
+def test_make_synthetic_dataset_writes_an_image_folder_of_mixed_formats(tmp_path):
+    root = make_synthetic_dataset(tmp_path / "synthetic", n_classes=2, n_train=5, n_test=2)
+    assert root == tmp_path / "synthetic"
+    for split, count in (("train", 5), ("test", 2)):
+        folders = sorted(p for p in (root / split).iterdir())
+        assert [p.name for p in folders] == ["00.Synthetic_Landmark_A", "01.Synthetic_Landmark_B"]
+        for folder in folders:
+            assert len(list(folder.iterdir())) == count
+    files = [p for p in (root / "train").rglob("*") if p.is_file()]
+    assert {p.suffix for p in files} == {".jpg", ".png"}
+    for path in files:
+        assert load_rgb_image(path).mode == "RGB"
+
+
+def test_make_synthetic_dataset_is_reproducible_for_a_seed(tmp_path):
+    first = make_synthetic_dataset(tmp_path / "a", n_classes=2, n_train=2, n_test=1, seed=3)
+    second = make_synthetic_dataset(tmp_path / "b", n_classes=2, n_train=2, n_test=1, seed=3)
+    files = sorted(p for p in first.rglob("*") if p.is_file())
+    assert len(files) == 2 * (2 + 1)
+    for path in files:
+        other = second / path.relative_to(first)
+        assert np.array_equal(np.asarray(load_rgb_image(path)), np.asarray(load_rgb_image(other)))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Summary
+
+
+def test_dataset_summary_gives_the_class_count_and_split_sizes(landmark_data):
+    summary = dataset_summary("landmarks")
+    assert re.search(rf"\b{N_CLASSES}\b.*Synthetic Landmark A", summary)
+    n_train = N_TRAIN_IMAGES - N_VALID
+    for count, split in ((n_train, "train"), (N_VALID, "valid"), (N_TEST_IMAGES, "test")):
+        assert re.search(rf"\b{count} {split}\b", summary), (split, summary)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Real landmark photos (only where the team's samples are present)
+
+
+@requires_samples
+def test_real_photos_become_224_batches_with_a_readable_class_name(tmp_path, monkeypatch):
+    name = "00.Haleakala_National_Park"
+    for split in ("train", "test"):
+        (tmp_path / split).mkdir()
+        source = SAMPLES / split / name if (SAMPLES / split / name).is_dir() else SAMPLES / "train" / name
+        (tmp_path / split / name).symlink_to(source, target_is_directory=True)
+    monkeypatch.setenv("LANDMARK_DATA", str(tmp_path))
+    loaders = get_data_loaders(batch_size=8, num_workers=0, limit=16)
+    images, labels = next(iter(loaders["train"]))
+    assert images.shape == (8, 3, 224, 224)
+    assert torch.isfinite(images).all()
+    assert get_class_names(loaders) == ["Haleakala National Park"]
+
+
+@requires_samples
+def test_every_real_photo_loads_as_rgb_of_at_least_100_px():
+    photos = sorted(p for p in SAMPLES.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    assert len(photos) >= 100
+    for path in photos:
+        photo = load_rgb_image(path)
+        assert photo.mode == "RGB", path
+        assert min(photo.size) >= 100, (path, photo.size)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Fashion-MNIST (a real dataset that works offline)
+
+
+@requires_debian_fashion_mnist
+def test_prepare_fashion_mnist_unpacks_debians_four_files(tmp_path):
+    assert prepare_fashion_mnist(tmp_path) == tmp_path
+    raw = tmp_path / "FashionMNIST" / "raw"
+    assert {p.name: p.stat().st_size for p in raw.iterdir()} == FASHION_MNIST_SIZES
+
+
+def test_a_corrupt_debian_fashion_mnist_is_an_error_and_leaves_no_unpacked_file(tmp_path, monkeypatch):
+    debian = tmp_path / "debian"
+    debian.mkdir()
+    for name in FASHION_FILES:
+        with gzip.open(debian / name, "wb") as f:
+            f.write(b"\x00" * 100)  # valid gzip, far too small to be the dataset
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", debian)
+    with pytest.raises(DataError, match="corrupt"):
+        prepare_fashion_mnist(tmp_path / "fashion_mnist")
+    raw = tmp_path / "fashion_mnist" / "FashionMNIST" / "raw"
+    assert not any((raw / name.removesuffix(".gz")).exists() for name in FASHION_FILES)
+
+
+@pytest.fixture(scope="module")
+def fashion_loaders():
+    return get_data_loaders(dataset="fashion-mnist", limit=200, batch_size=16, num_workers=0)
+
+
+@requires_fashion_mnist
+def test_fashion_mnist_batches_are_3x28x28(fashion_loaders):
+    for split in ("train", "valid", "test"):
+        images, labels = next(iter(fashion_loaders[split]))
+        assert images.shape == (16, 3, 28, 28), split
+        assert images.dtype == torch.float32
+        assert labels.dtype == torch.int64
+        assert 0 <= labels.min() and labels.max() < 10
+
+
+@requires_fashion_mnist
+def test_fashion_mnist_has_10_named_classes(fashion_loaders):
+    names = get_class_names(fashion_loaders)
+    assert len(names) == 10
+    assert "T-shirt/top" in names
+
+
+@requires_fashion_mnist
+def test_fashion_mnist_limit_caps_every_split(fashion_loaders):
+    for split in ("train", "valid", "test"):
+        assert 0 < len(fashion_loaders[split].dataset) <= 200, split
+
+
+@requires_fashion_mnist
+def test_fashion_mnist_limit_takes_an_equal_share_of_every_class(fashion_loaders):
+    for split in ("train", "valid", "test"):
+        assert Counter(labels_of(fashion_loaders[split].dataset)) == {label: 20 for label in range(10)}, split
+
+
+@requires_fashion_mnist
+def test_fashion_mnist_validation_split_is_stratified():
+    splits = get_datasets("fashion-mnist", valid_size=0.2)
+    assert len(splits["train"]) == 48_000 and len(splits["valid"]) == 12_000 and len(splits["test"]) == 10_000
+    assert Counter(labels_of(splits["valid"])) == {label: 1_200 for label in range(10)}
