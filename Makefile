@@ -20,9 +20,12 @@ $(VENV)/installed: requirements.txt
 test: $(VENV)/installed
 	$(BIN)/python -m pytest
 
-## make run [DATASET=landmarks|fashion-mnist]: fetch/verify the data and print a summary of it.
+## make run [DATASET=landmarks|fashion-mnist] [EPOCHS=N]: fetch/verify the data, print a summary of it, then train
+## the from-scratch CNN and the transfer-learning model; each prints its test accuracy and keeps its best checkpoint.
 run: $(VENV)/installed
 	$(BIN)/python -m src.data --dataset $(DATASET)
+	$(BIN)/python -m src.train --model scratch --dataset $(DATASET) $(if $(EPOCHS),--epochs $(EPOCHS))
+	$(BIN)/python -m src.train --model efficientnet_lite0 --dataset $(DATASET) $(if $(EPOCHS),--epochs $(EPOCHS))
 
 clean-venv:
 	rm -rf $(VENV)
