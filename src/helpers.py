@@ -9,8 +9,11 @@ Everything here is independent of the model. The landmark dataset layout is the 
 
 from __future__ import annotations
 
+import csv
+import functools
 import hashlib
 import http.client
+import io
 import json
 import os
 import random
@@ -32,8 +35,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS_DIR = PROJECT_ROOT / "checkpoints"
 DEFAULT_DATA_DIR = PROJECT_ROOT / "landmark_images"
 DATA_URL = "https://udacity-dlnfd.s3-us-west-1.amazonaws.com/datasets/landmark_images.zip"
+LANDMARKS_CSV = Path(__file__).with_name("landmarks.csv")  # name and location of each of the 50 landmarks
 STATS_FILE = "dataset_stats.json"  # cached mean/std and unreadable files, written into the dataset root
 
+MAX_PIXELS = 90_000_000  # larger images are refused: a small file can decode to gigabytes (a "decompression bomb")
 # The same list torchvision's ImageFolder uses, so the scan below sees exactly the files the loader would.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -197,9 +202,18 @@ def _extract_atomically(zip_path: Path, target: Path) -> None:
 def load_rgb_image(source: str | Path | BinaryIO) -> Image.Image:
     """Open an image as 8-bit RGB, upright: EXIF orientation applied, transparency flattened onto white.
 
-    Handles grayscale, 16-bit, palette, RGBA/LA and CMYK files. Raises PIL/OS errors for unreadable data.
+    Handles grayscale, 16-bit, palette, RGBA/LA and CMYK files. Raises PIL/OS errors for unreadable data, and
+    Image.DecompressionBombError for images over MAX_PIXELS (checked from the header, before decoding).
     """
-    with Image.open(source) as img:
+    with warnings.catch_warnings():  # Pillow warns from 89.5 megapixels; our own limit below is the one that counts
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(source)
+    with img:
+        if img.width * img.height > MAX_PIXELS:
+            raise Image.DecompressionBombError(
+                f"{img.width}x{img.height} is {img.width * img.height / 1e6:.0f} megapixels, "
+                f"over the {MAX_PIXELS / 1e6:.0f}-megapixel limit"
+            )
         img = ImageOps.exif_transpose(img)  # phone photos store "rotate me" in EXIF instead of rotating pixels
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grayscale: scale to 0..255, don't clip
             pixels = np.asarray(img, dtype=np.float64)
@@ -213,11 +227,68 @@ def load_rgb_image(source: str | Path | BinaryIO) -> Image.Image:
         return img.convert("RGB")  # also decodes the pixels, so a truncated file fails here, not later
 
 
+class PhotoError(ValueError):
+    """A photo that cannot be used; the message is one line that starts with the photo's name."""
+
+
+def open_photo(source: str | Path | BinaryIO, name: str | None = None) -> Image.Image:
+    """load_rgb_image for photos from people (the CLI, the app): every failure is a one-line PhotoError."""
+    name = name or str(source)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise PhotoError(f"{name}: no such file")
+        if path.is_dir():
+            raise PhotoError(f"{name}: is a folder, not a photo")
+        if path.stat().st_size == 0:
+            raise PhotoError(f"{name}: the file is empty")
+    elif isinstance(source, io.BytesIO) and source.getbuffer().nbytes == 0:
+        raise PhotoError(f"{name}: the file is empty")
+    try:
+        return load_rgb_image(source)
+    except Image.DecompressionBombError as err:
+        raise PhotoError(f"{name}: too large to open safely ({err})") from None
+    except Image.UnidentifiedImageError:
+        raise PhotoError(f"{name}: not an image file (or a format Pillow cannot read)") from None
+    except OSError as err:
+        raise PhotoError(f"{name}: damaged or truncated image ({err})") from None
+    except Exception as err:  # noqa: BLE001 - Pillow raises many kinds for malformed files
+        raise PhotoError(f"{name}: cannot read this image ({type(err).__name__}: {err})") from None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Class names and where each landmark is
+
+
+@functools.cache
+def landmarks() -> dict[str, dict[str, str]]:
+    """Class folder -> its row of src/landmarks.csv: name, place, country, latitude, longitude (all strings)."""
+    with open(LANDMARKS_CSV, newline="", encoding="utf-8") as f:
+        return {row["folder"]: row for row in csv.DictReader(f)}
+
+
 def display_name(class_folder: str) -> str:
-    """'16.Eiffel_Tower' -> 'Eiffel Tower'. Names without a numeric prefix only get underscores replaced."""
+    """'16.Eiffel_Tower' -> 'Eiffel Tower' (from src/landmarks.csv when the folder is a known landmark).
+
+    Other names lose a numeric 'NN.' prefix and underscores: '00.Synthetic_Landmark_A' -> 'Synthetic Landmark A'.
+    """
+    if class_folder in landmarks():
+        return landmarks()[class_folder]["name"]
     prefix, dot, rest = class_folder.partition(".")
     name = rest if dot and prefix.isdigit() else class_folder
     return name.replace("_", " ")
+
+
+def landmark_info(name: str) -> dict[str, str] | None:
+    """The src/landmarks.csv row for a display name or a class folder; None for anything else."""
+    by_name = {row["name"]: row for row in landmarks().values()}
+    return landmarks().get(name) or by_name.get(name)
+
+
+def landmark_place(name: str) -> str:
+    """'Eiffel Tower' -> 'Paris, France'; '' when the name is not a known landmark."""
+    info = landmark_info(name)
+    return f"{info['place']}, {info['country']}" if info else ""
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -51,3 +51,33 @@ def writable_landmark_data(synthetic_root, tmp_path, monkeypatch) -> Path:
     shutil.copytree(synthetic_root, root, ignore=shutil.ignore_patterns("dataset_stats.json"))
     monkeypatch.setenv("LANDMARK_DATA", str(root))
     return root
+
+
+LANDMARK_NAMES = ["Eiffel Tower", "Golden Gate Bridge", "Atomium"]  # real landmarks, so places can be looked up
+
+
+@pytest.fixture(scope="session")
+def small_scratch_model():
+    """An untrained 3-class MyModel in eval mode with non-trivial BatchNorm statistics (so nothing is zero)."""
+    import torch
+
+    from src.model import MyModel
+
+    torch.manual_seed(0)
+    model = MyModel(num_classes=3, dropout=0.3, widths=(8, 16), blocks_per_stage=(1, 1))
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.weight.data.uniform_(0.5, 1.5)
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def exported_scratch(small_scratch_model, tmp_path_factory) -> Path:
+    """small_scratch_model exported as a predictor file, with LANDMARK_NAMES as its classes."""
+    from src.predictor import export_predictor
+
+    path = tmp_path_factory.mktemp("export") / "original_exported.pt"
+    export_predictor(small_scratch_model, LANDMARK_NAMES, [0.5, 0.45, 0.4], [0.25, 0.25, 0.25], path)
+    return path

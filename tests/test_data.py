@@ -571,7 +571,7 @@ def test_real_photos_become_224_batches_with_a_readable_class_name(tmp_path, mon
     images, labels = next(iter(loaders["train"]))
     assert images.shape == (8, 3, 224, 224)
     assert torch.isfinite(images).all()
-    assert get_class_names(loaders) == ["Haleakala National Park"]
+    assert get_class_names(loaders) == ["Haleakalā National Park"]
 
 
 @requires_samples

@@ -254,10 +254,11 @@ def test_a_truncated_jpeg_raises_instead_of_returning_a_partial_image(tmp_path):
 
 @pytest.mark.parametrize(
     "folder, name",
-    [("16.Eiffel_Tower", "Eiffel Tower"), ("00.Haleakala_National_Park", "Haleakala National Park"),
-     ("T-shirt/top", "T-shirt/top"), ("St._Stephen's_Cathedral", "St. Stephen's Cathedral")],
+    [("16.Eiffel_Tower", "Eiffel Tower"), ("00.Haleakala_National_Park", "Haleakalā National Park"),
+     ("04.Wroclaws_Dwarves", "Wrocław's Dwarves"), ("00.Synthetic_Landmark_A", "Synthetic Landmark A"),
+     ("T-shirt/top", "T-shirt/top")],
 )  # fmt: skip
-def test_display_name_drops_the_number_and_underscores(folder, name):
+def test_display_name_uses_the_landmark_table_else_drops_the_number_and_underscores(folder, name):
     assert display_name(folder) == name
 
 
@@ -327,3 +328,19 @@ def test_setup_env_does_not_download_over_an_explicit_LANDMARK_DATA(tmp_path, mo
     monkeypatch.setattr(helpers, "download_and_extract", lambda *a, **k: pytest.fail("must not download"))
     with pytest.raises(DataError, match="LANDMARK_DATA"):
         setup_env()
+
+
+def test_every_class_folder_has_a_name_a_place_and_coordinates():
+    table = helpers.landmarks()
+    assert list(table) == sorted(table) and len(table) == 50
+    assert [folder[:2] for folder in table] == [f"{i:02d}" for i in range(50)]
+    for row in table.values():
+        assert row["name"] and row["place"] and row["country"]
+        assert -90 <= float(row["latitude"]) <= 90 and -180 <= float(row["longitude"]) <= 180
+
+
+@pytest.mark.parametrize(
+    "name, place", [("Eiffel Tower", "Paris, France"), ("16.Eiffel_Tower", "Paris, France"), ("Synthetic Landmark A", "")]
+)
+def test_landmark_place_knows_display_names_and_folders(name, place):
+    assert helpers.landmark_place(name) == place

@@ -1,0 +1,83 @@
+"""Suggest the most likely landmarks for photos, with where they are.
+
+    python -m src.predict PHOTO [PHOTO ...] [--model checkpoints/transfer_exported.pt] [--top-k 5] [--json]
+
+A photo that cannot be used gets one line on stderr naming it and the problem; the others are still processed, and
+the exit status is 1. A model file that cannot be loaded: one line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import src  # noqa: F401 - sets OMP_WAIT_POLICY before torch loads
+import numpy as np
+import torch
+
+from src.helpers import PhotoError, landmark_info, open_photo
+from src.predictor import TRANSFER_EXPORT, load_predictor
+
+
+def top_k(predictor: torch.jit.ScriptModule, image, k: int = 5) -> list[dict]:
+    """The k most likely classes for one PIL RGB image: [{"name", "place", "probability", ...}], most likely first."""
+    pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).unsqueeze(0)  # uint8 [1,3,H,W]
+    with torch.inference_mode():
+        probabilities = predictor(pixels)[0]
+    values, indices = probabilities.topk(min(k, len(probabilities)))
+    results = []
+    for probability, index in zip(values.tolist(), indices.tolist()):
+        name = predictor.class_names[index]
+        info = landmark_info(name) or {}
+        results.append(
+            {"name": name, "place": predictor.class_places[index], "probability": probability,
+             "latitude": float(info["latitude"]) if info else None,
+             "longitude": float(info["longitude"]) if info else None}
+        )  # fmt: skip
+    return results
+
+
+def format_predictions(photo: str, predictions: list[dict]) -> str:
+    lines = [photo]
+    for rank, p in enumerate(predictions, 1):
+        where = f" ({p['place']})" if p["place"] else ""
+        lines.append(f"  {rank}. {p['name'] + where:<60} {100 * p['probability']:5.1f}%")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Suggest the most likely landmarks for photos.")
+    parser.add_argument("photos", nargs="+", type=Path, metavar="PHOTO")
+    parser.add_argument("--model", type=Path, default=TRANSFER_EXPORT, help=f"exported predictor (default {TRANSFER_EXPORT})")
+    parser.add_argument("--top-k", type=int, default=5, help="how many landmarks to list per photo (default 5)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    args = parser.parse_args(argv)
+    if args.top_k < 1:
+        parser.error("--top-k must be at least 1")
+
+    try:
+        predictor = load_predictor(args.model)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    results, failed = [], False
+    for photo in args.photos:
+        try:
+            predictions = top_k(predictor, open_photo(photo), args.top_k)
+        except PhotoError as err:
+            print(f"error: {err}", file=sys.stderr)
+            failed = True
+            continue
+        if args.json:
+            results.append({"photo": str(photo), "predictions": predictions})
+        else:
+            print(format_predictions(str(photo), predictions))
+    if args.json:
+        print(json.dumps(results, indent=1, ensure_ascii=False))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
