@@ -8,7 +8,7 @@ DATASET ?= landmarks
 # PyTorch CPU threads must not busy-wait on a 2-core machine: see src/__init__.py.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: test run clean-venv
+.PHONY: test run app clean-venv
 
 # Re-installs whenever requirements.txt changes.
 $(VENV)/installed: requirements.txt
@@ -26,6 +26,10 @@ run: $(VENV)/installed
 	$(BIN)/python -m src.data --dataset $(DATASET)
 	$(BIN)/python -m src.train --model scratch --dataset $(DATASET) $(if $(EPOCHS),--epochs $(EPOCHS))
 	$(BIN)/python -m src.train --model efficientnet_lite0 --dataset $(DATASET) $(if $(EPOCHS),--epochs $(EPOCHS))
+
+## make app: the app notebook as a standalone web page (Voila) on http://127.0.0.1:8866
+app: $(VENV)/installed
+	$(BIN)/voila app.ipynb --no-browser --port=8866 --Voila.ip=127.0.0.1
 
 clean-venv:
 	rm -rf $(VENV)

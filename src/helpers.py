@@ -32,7 +32,8 @@ from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CHECKPOINTS_DIR = PROJECT_ROOT / "checkpoints"
+# Trained and exported models; LANDMARK_CHECKPOINTS points elsewhere (e.g. to keep several experiments apart).
+CHECKPOINTS_DIR = Path(os.environ.get("LANDMARK_CHECKPOINTS") or PROJECT_ROOT / "checkpoints")
 DEFAULT_DATA_DIR = PROJECT_ROOT / "landmark_images"
 DATA_URL = "https://udacity-dlnfd.s3-us-west-1.amazonaws.com/datasets/landmark_images.zip"
 LANDMARKS_CSV = Path(__file__).with_name("landmarks.csv")  # name and location of each of the 50 landmarks

@@ -1,0 +1,111 @@
+"""The landmark app: upload photos, see the most likely landmarks and where they are (used by app.ipynb and Voila).
+
+    from src.app import LandmarkApp
+    LandmarkApp().widget      # display it as the last expression of a notebook cell
+
+Everything a person can do to it ends in a message on the page, never a traceback.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from pathlib import Path
+
+import ipywidgets as widgets
+
+from src.helpers import PhotoError, open_photo
+from src.predict import top_k
+from src.predictor import SCRATCH_EXPORT, TRANSFER_EXPORT, load_predictor
+
+MODEL_CHOICES = {  # label in the dropdown -> exported file; the first one that exists is the default
+    "Transfer learning (EfficientNet-Lite0)": TRANSFER_EXPORT,
+    "From scratch (MyModel)": SCRATCH_EXPORT,
+}
+THUMBNAIL_SIZE = 256  # px, longest side of the photo shown next to its chart
+
+
+def bar_chart_html(predictions: list[dict]) -> str:
+    """A horizontal bar chart (HTML) of predictions from src.predict.top_k, most likely first."""
+    rows = []
+    for p in predictions:
+        label = html.escape(p["name"]) + (f' <span class="place">{html.escape(p["place"])}</span>' if p["place"] else "")
+        percent = 100 * p["probability"]
+        rows.append(
+            f'<div class="prediction" style="display:flex;align-items:center;margin:3px 0">'
+            f'<div class="label" style="width:270px;font-size:13px;line-height:1.2">{label}</div>'
+            f'<div style="width:220px;background:#eef1f5;height:16px;margin:0 8px">'
+            f'<div style="width:{percent:.1f}%;background:#3b7dd8;height:16px"></div></div>'
+            f'<div class="probability" style="width:55px;text-align:right;font-size:13px">{percent:.1f}%</div></div>'
+        )
+    return (
+        '<style>.place{color:#667;font-size:11px;display:block}</style>'
+        '<div class="chart"><b>Most likely landmarks</b>' + "".join(rows) + "</div>"
+    )
+
+
+def message_html(text: str, kind: str = "error") -> str:
+    colour = {"error": "#b00020", "info": "#333"}[kind]
+    return f'<div class="{kind}" style="color:{colour};margin:6px 0">{html.escape(text)}</div>'
+
+
+class LandmarkApp:
+    """The app's widgets and what happens when someone uploads photos, changes k or switches the model."""
+
+    def __init__(self, model_choices: dict[str, Path] | None = None):
+        choices = {label: Path(path) for label, path in (model_choices or MODEL_CHOICES).items() if Path(path).is_file()}
+        self.upload = widgets.FileUpload(accept="image/*", multiple=True, description="Upload photos")
+        self.top_k = widgets.IntSlider(value=5, min=1, max=10, description="Top k")
+        self.model = widgets.Dropdown(options=list(choices), description="Model", style={"description_width": "initial"})
+        self.results = widgets.VBox()
+        self.status = widgets.HTML()
+        self.choices, self.predictors = choices, {}
+        if not choices:
+            files = ", ".join(str(path) for path in (model_choices or MODEL_CHOICES).values())
+            self.status.value = message_html(
+                f"No exported model yet ({files}). Run cnn_from_scratch.ipynb and transfer_learning.ipynb first "
+                f"(or `make run`): they export the models this app uses.",
+                "info",
+            )
+            self.widget = widgets.VBox([self.status])
+            return
+        self.upload.observe(lambda _: self.show(), names="value")
+        self.top_k.observe(lambda _: self.show(), names="value")
+        self.model.observe(lambda _: self.show(), names="value")
+        controls = widgets.HBox([self.upload, self.model, self.top_k])
+        self.widget = widgets.VBox([controls, self.status, self.results])
+
+    def predictor(self):
+        label = self.model.value
+        if label not in self.predictors:
+            self.predictors[label] = load_predictor(self.choices[label])
+        return self.predictors[label]
+
+    def show(self) -> None:
+        """Predict every uploaded photo with the chosen model and k; each photo gets a row or an error line."""
+        self.status.value = ""
+        try:
+            predictor = self.predictor()
+        except ValueError as err:
+            self.status.value = message_html(str(err))
+            return
+        rows = []
+        for upload in self.upload.value:  # ipywidgets 8: a tuple of dicts with name, type, size, content
+            rows.append(self.photo_row(predictor, upload["name"], bytes(upload["content"])))
+        self.results.children = rows
+
+    def photo_row(self, predictor, name: str, content: bytes) -> widgets.Widget:
+        try:
+            image = open_photo(io.BytesIO(content), name)
+            predictions = top_k(predictor, image, self.top_k.value)
+        except PhotoError as err:
+            return widgets.HTML(message_html(f"{err}. Please upload a photo (JPEG, PNG, ...)."))
+        except Exception as err:  # noqa: BLE001 - the app must keep working whatever happens with one photo
+            return widgets.HTML(message_html(f"{name}: could not classify this photo ({type(err).__name__}: {err})."))
+        image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=90)
+        picture = widgets.Image(value=buffer.getvalue(), format="jpeg", layout=widgets.Layout(margin="0 16px 0 0"))
+        caption = widgets.HTML(f"<b>{html.escape(name)}</b>")
+        return widgets.HBox([widgets.VBox([caption, picture]), widgets.HTML(bar_chart_html(predictions))],
+                            layout=widgets.Layout(margin="10px 0"))  # fmt: skip

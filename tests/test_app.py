@@ -1,0 +1,198 @@
+"""Specification of the app (src/app.py, app.ipynb): widgets first, then the Voila page in a real browser."""
+
+import datetime
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from src.app import LandmarkApp, bar_chart_html
+from src.helpers import open_photo
+from src.predict import top_k
+from src.predictor import load_predictor
+from tests.conftest import LANDMARK_NAMES
+
+PROJECT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def jpeg_bytes(seed: int = 0, size=(640, 480)) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(
+        buffer, format="JPEG"
+    )
+    return buffer.getvalue()
+
+
+def upload(app: LandmarkApp, *files: tuple[str, bytes]) -> None:
+    """What the browser does: ipywidgets 8 FileUpload.value is a tuple of dicts with the content as bytes."""
+    app.upload.value = tuple(
+        {"name": name, "type": "", "size": len(content), "content": memoryview(content),
+         "last_modified": datetime.datetime.now(datetime.timezone.utc)}
+        for name, content in files
+    )
+
+
+@pytest.fixture
+def app(exported_scratch):
+    return LandmarkApp({"From scratch (MyModel)": exported_scratch})
+
+
+def expected_top(exported: Path, content: bytes, k: int = 5) -> list[dict]:
+    return top_k(load_predictor(exported), open_photo(io.BytesIO(content)), k)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Widgets
+
+
+def test_each_uploaded_photo_gets_its_picture_and_a_top_k_chart(app, exported_scratch):
+    photos = [("a.jpg", jpeg_bytes(0)), ("b.jpg", jpeg_bytes(1, (480, 640)))]
+    upload(app, *photos)
+    assert len(app.results.children) == 2
+    for row, (_, content) in zip(app.results.children, photos):
+        picture_column, chart = row.children
+        assert picture_column.children[1].format == "jpeg"
+        assert chart.value == bar_chart_html(expected_top(exported_scratch, content))
+
+
+def test_k_is_adjustable_from_1_to_10(app):
+    upload(app, ("a.jpg", jpeg_bytes()))
+    app.top_k.value = 1
+    assert app.results.children[0].children[1].value.count('class="prediction"') == 1
+    assert (app.top_k.min, app.top_k.max) == (1, 10)
+
+
+def test_a_bad_upload_gets_a_friendly_message_and_the_app_keeps_working(app):
+    upload(app, ("notes.txt", b"hello"), ("empty.jpg", b""), ("good.jpg", jpeg_bytes()))
+    first, second, good = app.results.children
+    assert "notes.txt: not an image file" in first.value and "Traceback" not in first.value
+    assert "empty.jpg: the file is empty" in second.value
+    assert 'class="chart"' in good.children[1].value
+    upload(app, ("next.jpg", jpeg_bytes(2)))
+    assert 'class="chart"' in app.results.children[0].children[1].value
+
+
+def test_the_chart_labels_bars_with_name_place_and_probability():
+    chart = bar_chart_html([{"name": "Eiffel Tower", "place": "Paris, France", "probability": 0.873}])
+    assert "Eiffel Tower" in chart and "Paris, France" in chart and "87.3%" in chart and "width:87.3%" in chart
+
+
+def test_the_dropdown_switches_between_exported_models(exported_scratch, tmp_path):
+    other = tmp_path / "transfer_exported.pt"
+    shutil.copy(exported_scratch, other)
+    app = LandmarkApp({"Transfer": other, "Scratch": exported_scratch})
+    assert app.model.options == ("Transfer", "Scratch") and app.model.value == "Transfer"
+    upload(app, ("a.jpg", jpeg_bytes()))
+    app.model.value = "Scratch"
+    assert set(app.predictors) == {"Transfer", "Scratch"}
+
+
+def test_without_an_exported_model_the_app_says_which_notebook_to_run_first(tmp_path):
+    app = LandmarkApp({"Transfer": tmp_path / "missing.pt"})
+    assert "cnn_from_scratch.ipynb" in app.status.value and "transfer_learning.ipynb" in app.status.value
+    assert app.widget.children == (app.status,)
+
+
+def test_a_broken_model_file_is_a_message_not_a_traceback(tmp_path):
+    broken = tmp_path / "transfer_exported.pt"
+    broken.write_bytes(b"not a model")
+    app = LandmarkApp({"Transfer": broken})
+    upload(app, ("a.jpg", jpeg_bytes()))
+    assert "not a loadable exported model" in app.status.value and app.results.children == ()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The Voila page in headless Chromium
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def voila_url(exported_scratch, tmp_path):
+    """`make app`'s command on a free port, with a small exported model as the app's transfer model."""
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    shutil.copy(exported_scratch, checkpoints / "transfer_exported.pt")
+    port = free_port()
+    env = {**os.environ, "LANDMARK_CHECKPOINTS": str(checkpoints)}
+    voila = Path(sys.executable).with_name("voila")
+    server = subprocess.Popen(
+        [voila, "app.ipynb", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"],
+        cwd=PROJECT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(120):  # up to 60 s for the server to come up
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except OSError:
+                if server.poll() is not None:
+                    pytest.fail(f"voila exited: {server.stderr.read().decode()[-2000:]}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def test_the_voila_page_classifies_an_uploaded_photo_and_explains_a_bad_file(voila_url, exported_scratch, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    photo = tmp_path / "holiday.jpg"
+    photo.write_bytes(jpeg_bytes(3))
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("not a photo")
+    expected = expected_top(exported_scratch, photo.read_bytes())
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                  "--disable-background-networking", "--disable-component-update"],
+        )  # fmt: skip
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(voila_url, timeout=120_000)
+            button = page.get_by_role("button", name="Upload photos")
+            button.wait_for(timeout=120_000)  # the kernel has run the notebook
+
+            # The FileUpload widget has no <input type=file> in the page: the click opens a file chooser.
+            with page.expect_file_chooser() as chooser:
+                button.click()
+            chooser.value.set_files(str(photo))
+            chart = page.locator(".chart").first
+            chart.wait_for(timeout=60_000)
+            labels = chart.locator(".prediction .label")
+            expect(labels).to_have_count(len(expected))  # top 5 of a 3-class model: all 3
+            assert labels.first.inner_text().startswith(expected[0]["name"])
+            assert expected[0]["place"] in labels.first.inner_text()
+            assert chart.locator(".probability").first.inner_text() == f"{100 * expected[0]['probability']:.1f}%"
+            page.screenshot(path=str(tmp_path / "app_screenshot.png"), full_page=True)
+
+            with page.expect_file_chooser() as chooser:
+                button.click()
+            chooser.value.set_files(str(text_file))
+            error = page.locator(".error").first
+            error.wait_for(timeout=60_000)
+            assert "notes.txt: not an image file" in error.inner_text()
+            assert "Traceback" not in page.content()
+        finally:
+            browser.close()
