@@ -101,21 +101,23 @@ def get_datasets(
     image_size: int | None = None,
     normalization: tuple[Sequence[float], Sequence[float]] | None = None,
     seed: int = 42,
+    train_augment: bool = True,
 ) -> dict[str, Dataset]:
     """{"train", "valid", "test"} datasets yielding (image [3,S,S] float32, label int).
 
     valid is a stratified `valid_size` fraction of the training images, the same on every call for a given seed.
     limit > 0 caps each split to a class-balanced subset of that many images (for quick runs).
     normalization = (mean, std) overrides the dataset's own statistics (e.g. a pretrained backbone's).
+    train_augment=False gives train the deterministic eval transform (e.g. to compute features once).
     """
     check_dataset_name(dataset)
     if not 0 < valid_size < 1:
         raise ValueError(f"valid_size must be between 0 and 1 (exclusive), got {valid_size}.")
     if dataset == "landmarks":
         root = get_data_location()
-        train_all, valid_all, test = _landmark_folders(root, image_size, normalization)
+        train_all, valid_all, test = _landmark_folders(root, image_size, normalization, train_augment)
     else:
-        train_all, valid_all, test = _fashion_mnist(image_size, normalization)
+        train_all, valid_all, test = _fashion_mnist(image_size, normalization, train_augment)
 
     targets = [int(label) for label in train_all.targets]  # Fashion-MNIST keeps them in a tensor
     test_targets = [int(label) for label in test.targets]
@@ -127,7 +129,7 @@ def get_datasets(
     }
 
 
-def _landmark_folders(root: Path, image_size: int | None, normalization) -> tuple[Dataset, Dataset, Dataset]:
+def _landmark_folders(root: Path, image_size: int | None, normalization, augment: bool) -> tuple[Dataset, Dataset, Dataset]:
     """Two views of train/ (augmented, and plain for validation) and test/, with bad files reported and skipped."""
     stats = dataset_stats(root)  # decodes each image once (cached): finds unreadable files, measures mean/std
     mean, std = normalization or (stats["mean"], stats["std"])
@@ -144,7 +146,8 @@ def _landmark_folders(root: Path, image_size: int | None, normalization) -> tupl
             is_valid_file=lambda path: Path(path).suffix.lower() in IMAGE_EXTENSIONS and Path(path) not in unreadable,
         )  # fmt: skip
 
-    return folder("train", transforms["train"]), folder("train", transforms["eval"]), folder("test", transforms["eval"])
+    train_transform = transforms["train" if augment else "eval"]
+    return folder("train", train_transform), folder("train", transforms["eval"]), folder("test", transforms["eval"])
 
 
 def check_class_folders(root: Path, unreadable: set[Path] = frozenset()) -> list[str]:
@@ -171,7 +174,7 @@ def check_class_folders(root: Path, unreadable: set[Path] = frozenset()) -> list
     return classes["train"]
 
 
-def _fashion_mnist(image_size: int | None, normalization) -> tuple[Dataset, Dataset, Dataset]:
+def _fashion_mnist(image_size: int | None, normalization, augment: bool) -> tuple[Dataset, Dataset, Dataset]:
     root = prepare_fashion_mnist()
     train = datasets.FashionMNIST(root, train=True)
     if normalization is None:  # mean/std of the training pixels (in [0,1]), the same value on all 3 channels
@@ -179,7 +182,7 @@ def _fashion_mnist(image_size: int | None, normalization) -> tuple[Dataset, Data
         normalization = ([pixels.mean().item()] * 3, [pixels.std().item()] * 3)
     transforms = get_transforms("fashion-mnist", *normalization, image_size)
     return (
-        datasets.FashionMNIST(root, train=True, transform=transforms["train"]),
+        datasets.FashionMNIST(root, train=True, transform=transforms["train" if augment else "eval"]),
         datasets.FashionMNIST(root, train=True, transform=transforms["eval"]),
         datasets.FashionMNIST(root, train=False, transform=transforms["eval"]),
     )
@@ -252,12 +255,13 @@ def get_data_loaders(
     image_size: int | None = None,
     normalization: tuple[Sequence[float], Sequence[float]] | None = None,
     seed: int = 42,
+    train_augment: bool = True,
 ) -> dict[str, DataLoader]:
     """{"train", "valid", "test"} DataLoaders of (images [B,3,S,S] float32, labels [B] int64).
 
     num_workers=-1 uses every CPU core. Only "train" is shuffled (reproducibly, from `seed`). See get_datasets.
     """
-    splits = get_datasets(dataset, valid_size, limit, image_size, normalization, seed)
+    splits = get_datasets(dataset, valid_size, limit, image_size, normalization, seed, train_augment)
     workers = len(os.sched_getaffinity(0)) if num_workers == -1 else num_workers
     common = dict(
         batch_size=batch_size,

@@ -32,6 +32,7 @@ from src.transfer import (
     INPUT_SIZE,
     PRETRAINED_MEAN,
     PRETRAINED_STD,
+    cache_features,
     get_model_transfer_learning,
 )
 
@@ -266,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dropout", type=float, default=0.5, help="before the classifier (from scratch only)")
     parser.add_argument("--fine-tune", choices=FINE_TUNE_OPTIONS, default="none", help="transfer only")
     parser.add_argument("--backbone-lr-factor", type=float, default=0.1, help="fine-tuning: backbone lr multiplier")
+    parser.add_argument(
+        "--cache-features", action="store_true",
+        help="frozen transfer only: run the backbone once, then train the head on cached features (fast on a CPU)",
+    )  # fmt: skip
     parser.add_argument("--image-size", type=int, default=None, help="default: the dataset's (224 or 28)")
     parser.add_argument("--limit", type=int, default=-1, help="cap each split (quick runs)")
     parser.add_argument("--num-workers", type=int, default=-1, help="-1: all cores")
@@ -273,9 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
+    transfer = args.model != "scratch"
+    if args.cache_features and not (transfer and args.fine_tune == "none"):
+        parser.error("--cache-features needs a transfer model with a frozen backbone (--fine-tune none)")
 
     seed_everything(args.seed)
-    transfer = args.model != "scratch"
     # From scratch needs many epochs (the best landmark results took 60-100); a pretrained backbone needs few.
     args.epochs = args.epochs or (15 if transfer else 80)
     save_path = args.save_path or CHECKPOINTS_DIR / f"{args.model}_{args.dataset}.pt"
@@ -287,12 +294,13 @@ def main(argv: list[str] | None = None) -> int:
         loaders = get_data_loaders(
             batch_size=args.batch_size, num_workers=args.num_workers, limit=args.limit, dataset=args.dataset,
             image_size=image_size, normalization=(PRETRAINED_MEAN, PRETRAINED_STD) if transfer else None,
-            seed=args.seed,
+            seed=args.seed, train_augment=not args.cache_features,
         )  # fmt: skip
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     class_names = get_class_names(loaders)
+    mean, std = (values.tolist() for values in get_normalization(loaders["test"]))
     image_size = loaders["train"].dataset[0][0].shape[-1]  # the size the transforms actually produce
     model = build_model(args.model, len(class_names), image_size, args.fine_tune, args.dropout)
     lr = args.lr or (1e-3 if transfer else 2e-3)
@@ -302,13 +310,19 @@ def main(argv: list[str] | None = None) -> int:
     loss = get_loss(args.label_smoothing)
 
     start = time.perf_counter()
-    history = optimize(loaders, model, optimizer, loss, args.epochs, save_path, scheduler=scheduler, resume=args.resume)
+    trainee, best_path = model, save_path
+    if args.cache_features:
+        # Train only the head, on features computed once; the whole model is saved at the end like any other run.
+        loaders = cache_features(model, loaders)
+        trainee, best_path = model.head, save_path.with_name(save_path.stem + ".head.pt")
+    history = optimize(loaders, trainee, optimizer, loss, args.epochs, best_path, scheduler=scheduler, resume=args.resume)
     train_seconds = time.perf_counter() - start
     if len(history["train_loss"]) < args.epochs:
         return 1
-    model.load_state_dict(torch.load(save_path, map_location="cpu", weights_only=True))
-    test_loss, test_accuracy = one_epoch_test(loaders["test"], model, loss)
-    mean, std = (values.tolist() for values in get_normalization(loaders["test"]))
+    trainee.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
+    if args.cache_features:
+        atomic_save(model.state_dict(), save_path)
+    test_loss, test_accuracy = one_epoch_test(loaders["test"], trainee, loss)
     record = {
         "model": args.model, "dataset": args.dataset, "image_size": image_size, "class_names": class_names,
         "mean": mean, "std": std, "args": {k: str(v) for k, v in vars(args).items()},

