@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from src.data import DATASETS, get_class_names, get_data_loaders, get_normalization
+from src.gpu_data import device_loaders
 from src.helpers import CHECKPOINTS_DIR, DataError, get_device, seed_everything
 from src.model import MyModel
 from src.optimization import OPTIMIZERS, SCHEDULERS, get_loss, get_optimizer, get_scheduler
@@ -149,6 +150,9 @@ def optimize(
     """
     device = device or get_device()
     model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # input sizes are fixed: let cuDNN pick its fastest kernels once
+        model.to(memory_format=torch.channels_last)  # the layout tensor cores want for convolutions
     scheduler = scheduler if scheduler is not None else get_scheduler(optimizer, "plateau")
     history, best_loss, start = new_history(), math.inf, 0
     state_file = resume_path(save_path)
@@ -302,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     class_names = get_class_names(loaders)
     mean, std = (values.tolist() for values in get_normalization(loaders["test"]))
     image_size = loaders["train"].dataset[0][0].shape[-1]  # the size the transforms actually produce
+    if get_device().type == "cuda" and args.dataset == "landmarks" and not args.cache_features:
+        loaders = device_loaders(loaders, get_device(), image_size)  # the GPU fast path: decode once, augment on GPU
     model = build_model(args.model, len(class_names), image_size, args.fine_tune, args.dropout)
     lr = args.lr or (1e-3 if transfer else 2e-3)
     optimizer = get_optimizer(model, args.optimizer, lr, args.momentum, args.weight_decay, args.backbone_lr_factor)

@@ -1,0 +1,82 @@
+"""Specification of src/gpu_data.py, the GPU fast path, run here on CPU tensors (the same code runs on CUDA)."""
+
+import pytest
+import torch
+
+from src.data import get_data_loaders
+from src.gpu_data import (
+    CROP_SCALE,
+    center_crop_boxes,
+    colour_jitter,
+    crop_and_resize,
+    device_loaders,
+    random_crop_boxes,
+    random_flip,
+)
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def loaders(landmark_data):
+    return get_data_loaders(batch_size=8, num_workers=0)
+
+
+@pytest.fixture
+def fast(loaders):
+    return device_loaders(loaders, CPU, num_workers=0)
+
+
+def test_eval_batches_equal_the_standard_loaders_batches(loaders, fast):
+    for split in ("valid", "test"):
+        assert len(fast[split]) == len(loaders[split])
+        for (standard, labels), (cached, cached_labels) in zip(loaders[split], fast[split]):
+            assert torch.equal(labels, cached_labels)
+            assert (standard - cached).abs().max() < 1e-5
+
+
+def test_train_batches_are_augmented_normalized_and_cover_the_split_once_per_epoch(loaders, fast):
+    batches = list(fast["train"])
+    images = torch.cat([b[0] for b in batches])
+    labels = torch.cat([b[1] for b in batches])
+    assert len(batches) == len(loaders["train"]) and images.shape[1:] == (3, 224, 224)
+    assert torch.isfinite(images).all() and -3 < images.mean() < 3
+    all_labels = sorted(fast["train"].cache.labels.tolist())
+    assert len(labels) == len(all_labels) - len(all_labels) % 8  # drop_last, like the standard train loader
+    second_epoch = next(iter(fast["train"]))[0]
+    assert not torch.equal(batches[0][0], second_epoch), "a new shuffle and new augmentations each epoch"
+
+
+def test_the_device_loaders_keep_the_original_datasets_for_names_and_normalization(loaders, fast):
+    assert fast["test"].dataset is loaders["test"].dataset
+
+
+def test_random_crops_stay_inside_the_image_and_cover_the_configured_area():
+    sizes = torch.tensor([[256, 341], [341, 256], [256, 256]]).repeat(200, 1)
+    boxes = random_crop_boxes(sizes, torch.Generator().manual_seed(0))
+    heights, widths = sizes[:, 0].float(), sizes[:, 1].float()
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+    assert (boxes[:, 2] <= widths + 1e-4).all() and (boxes[:, 3] <= heights + 1e-4).all()
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / (heights * widths)
+    assert area.max() <= CROP_SCALE[1] + 1e-4 and area.min() >= 0.15  # clipping at the edges can only shrink a bit
+
+
+def test_an_exact_size_crop_returns_the_pixels_unchanged():
+    images = torch.randint(0, 256, (2, 3, 40, 50), dtype=torch.uint8)
+    boxes = center_crop_boxes(torch.tensor([[40, 50], [40, 50]]), 32)
+    crops = crop_and_resize(images, boxes, 32)
+    assert torch.allclose(crops * 255, images[:, :, 4:36, 9:41].float(), atol=1e-3)
+
+
+def test_random_flip_mirrors_about_half_of_a_batch():
+    images = torch.rand(400, 3, 4, 4)
+    flipped = random_flip(images, torch.Generator().manual_seed(0))
+    mirrored = (flipped == images.flip(-1)).flatten(1).all(dim=1)
+    assert 150 < mirrored.sum() < 250
+
+
+def test_colour_jitter_stays_in_range_and_zero_strength_changes_nothing():
+    images = torch.rand(8, 3, 16, 16)
+    assert torch.allclose(colour_jitter(images, strength=0.0), images, atol=1e-6)
+    jittered = colour_jitter(images, strength=0.4, generator=torch.Generator().manual_seed(0))
+    assert jittered.min() >= 0 and jittered.max() <= 1 and not torch.allclose(jittered, images)
