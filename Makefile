@@ -8,7 +8,28 @@ DATASET ?= landmarks
 # PyTorch CPU threads must not busy-wait on a 2-core machine: see src/__init__.py.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: test run app clean-venv
+.PHONY: test run report app clean-venv
+
+# make report: the notebooks, in course order (the app uses the models the first two export).
+NOTEBOOKS := cnn_from_scratch.ipynb transfer_learning.ipynb app.ipynb
+# QUICK=1 keeps everything it writes (synthetic data, checkpoints, pages) in build/quick/, apart from real work.
+QUICK_DIR := build/quick
+ifeq ($(QUICK),1)
+REPORT_DIR := $(QUICK_DIR)/reports
+REPORT_ENV := LANDMARK_QUICK=1 LANDMARK_DATASET=landmarks LANDMARK_DATA=$(abspath $(QUICK_DIR)/data) \
+	LANDMARK_CHECKPOINTS=$(abspath $(QUICK_DIR)/checkpoints)
+REPORT_OPTIONS := --ExecutePreprocessor.timeout=600
+else
+REPORT_DIR := reports
+REPORT_ENV := LANDMARK_DATASET=$(DATASET)
+endif
+
+# Exports the two checkpoints `python -m src.train` wrote as the predictor files the app loads (as the notebooks name
+# them: other datasets than the landmarks get their own files, so they never replace the app's models).
+EXPORT_MODELS := import sys; from src.helpers import CHECKPOINTS_DIR; from src.predictor import export; \
+	dataset = sys.argv[1]; suffix = '' if dataset == 'landmarks' else '_' + dataset; \
+	[print('Exported', export(CHECKPOINTS_DIR / f'{model}_{dataset}.pt', CHECKPOINTS_DIR / f'{name}_exported{suffix}.pt')) \
+	 for model, name in (('scratch', 'original'), ('efficientnet_lite0', 'transfer'))]
 
 # Re-installs whenever requirements.txt changes.
 $(VENV)/installed: requirements.txt
@@ -22,10 +43,31 @@ test: $(VENV)/installed
 
 ## make run [DATASET=landmarks|fashion-mnist] [EPOCHS=N]: fetch/verify the data, print a summary of it, then train
 ## the from-scratch CNN and the transfer-learning model; each prints its test accuracy and keeps its best checkpoint.
+## Both are exported for the app, and `make report` runs the notebooks.
 run: $(VENV)/installed
 	$(BIN)/python -m src.data --dataset $(DATASET)
 	$(BIN)/python -m src.train --model scratch --dataset $(DATASET) $(if $(EPOCHS),--epochs $(EPOCHS))
 	$(BIN)/python -m src.train --model efficientnet_lite0 --dataset $(DATASET) $(if $(EPOCHS),--epochs $(EPOCHS))
+	$(BIN)/python -c "$(EXPORT_MODELS)" $(DATASET)
+	$(MAKE) --no-print-directory report
+
+## make report [QUICK=1]: execute the notebooks top to bottom and save each as an HTML page in reports/ (a full run
+## trains both models again: hours on a CPU). QUICK=1: a smoke run in a few minutes, offline, on a small synthetic
+## dataset; its data, checkpoints and pages go to build/quick/, so it never touches your data or trained models.
+report: $(VENV)/installed | $(if $(filter 1,$(QUICK)),$(QUICK_DIR)/data)
+	$(if $(filter 1,$(QUICK)),rm -rf $(QUICK_DIR)/checkpoints)
+	mkdir -p $(REPORT_DIR)
+	for notebook in $(NOTEBOOKS); do \
+		$(REPORT_ENV) $(BIN)/jupyter nbconvert --to html --execute $(REPORT_OPTIONS) --output-dir $(REPORT_DIR) \
+			$$notebook || exit 1; \
+	done
+	@echo "Reports: $(addprefix $(REPORT_DIR)/,$(NOTEBOOKS:.ipynb=.html))"
+
+# The synthetic dataset of make report QUICK=1 (4 classes, 16 + 4 images each), written once.
+$(QUICK_DIR)/data: | $(VENV)/installed
+	rm -rf $@.tmp
+	$(BIN)/python -c "from src.data import make_synthetic_dataset; make_synthetic_dataset('$@.tmp', 4, 16, 4)"
+	mv $@.tmp $@
 
 ## make app: the app notebook as a standalone web page (Voila) on http://127.0.0.1:8866
 app: $(VENV)/installed

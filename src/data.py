@@ -67,7 +67,7 @@ def get_transforms(
     check_dataset_name(dataset)
     if dataset == "landmarks":
         size = image_size or LANDMARK_IMAGE_SIZE
-        resize = round(size * LANDMARK_RESIZE_SIZE / LANDMARK_IMAGE_SIZE)
+        resize = eval_resize_size(dataset, size)
         train = [
             v2.Resize(resize),
             # Crops of 25-100% of the photo: the landmark must stay recognisable, so not the ImageNet default of 8%.
@@ -83,6 +83,11 @@ def get_transforms(
         evaluation = [v2.Resize(size)]
     to_tensor = [v2.ToImage(), v2.RGB(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     return {"train": v2.Compose(train + to_tensor), "eval": v2.Compose(evaluation + to_tensor)}
+
+
+def eval_resize_size(dataset: str, image_size: int) -> int:
+    """The shorter side the eval transform resizes to before its central image_size crop (256 for 224 photos)."""
+    return round(image_size * LANDMARK_RESIZE_SIZE / LANDMARK_IMAGE_SIZE) if dataset == "landmarks" else image_size
 
 
 def check_dataset_name(dataset: str) -> None:

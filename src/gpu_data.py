@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.ops import roi_align
 from tqdm.auto import tqdm
 
-from src.data import LANDMARK_IMAGE_SIZE, LANDMARK_RESIZE_SIZE, base_dataset, get_normalization
+from src.data import LANDMARK_IMAGE_SIZE, LANDMARK_RESIZE_SIZE, base_dataset, eval_resize_size, get_normalization
 from src.helpers import load_rgb_image
 
 CROP_SCALE = (0.25, 1.0)  # the same range as the standard train transform (src/data.py)
@@ -189,7 +189,7 @@ def device_loaders(
 
     num_workers decode the images for the cache (-1: every core); afterwards no workers are needed."""
     mean, std = get_normalization(data_loaders["test"])
-    resize = round(image_size * LANDMARK_RESIZE_SIZE / LANDMARK_IMAGE_SIZE)
+    resize = eval_resize_size("landmarks", image_size)
     loaders = {}
     for split, loader in data_loaders.items():
         cache = build_cache(loader.dataset, device, short_side=resize, num_workers=num_workers)

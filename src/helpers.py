@@ -53,6 +53,11 @@ class DataError(RuntimeError):
 
 
 def _how_to_get_data(looked_at: Path) -> str:
+    if os.environ.get("LANDMARK_DATA"):
+        return (
+            f"LANDMARK_DATA points there: fix that path, or unset LANDMARK_DATA and run `make run` to download "
+            f"the dataset into {DEFAULT_DATA_DIR}."
+        )
     return (
         f"Run `make run` (or call src.helpers.download_and_extract()) to download it into {looked_at}, "
         f"or set LANDMARK_DATA=/path/to/landmark_images if you already have it."

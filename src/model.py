@@ -9,6 +9,8 @@
 
 Global average pooling turns any H x W into a single vector per channel, so the same
 model runs on 28x28 Fashion-MNIST-sized images and on 224x224 photos.
+
+MLPBaseline, a plain multi-layer perceptron on the pixels, is the baseline the CNN is compared with.
 """
 
 import torch
@@ -118,3 +120,30 @@ class MyModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stages(self.stem(x)))
+
+
+class MLPBaseline(nn.Module):
+    """A multi-layer perceptron on raw pixels, the baseline CNNs are compared with.
+
+    [B, 3, S, S] -> flatten to 3*S*S -> (Linear -> ReLU -> Dropout) per hidden width -> Linear -> [B, num_classes].
+    Every hidden unit has its own weight for every pixel: nothing is shared across positions, so the parameter count
+    grows with S^2 and a pattern learned in one place is not recognised in another.
+    """
+
+    def __init__(self, num_classes: int, image_size: int, hidden: tuple[int, ...] = (512, 256), dropout: float = 0.5):
+        super().__init__()
+        self.image_size = image_size
+        layers: list[nn.Module] = [nn.Flatten()]
+        in_features = 3 * image_size**2
+        for width in hidden:
+            layers += [nn.Linear(in_features, width), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            in_features = width
+        layers.append(nn.Linear(in_features, num_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1:] != (3, self.image_size, self.image_size):
+            # without this check a wrong size fails inside Linear with a message about matrix shapes
+            size = self.image_size
+            raise ValueError(f"MLPBaseline expects images [B, 3, {size}, {size}], got {list(x.shape)}")
+        return self.layers(x)

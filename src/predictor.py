@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from src.data import LANDMARK_IMAGE_SIZE, LANDMARK_RESIZE_SIZE, base_dataset
+from src.data import LANDMARK_IMAGE_SIZE, base_dataset, eval_resize_size
 from src.helpers import CHECKPOINTS_DIR, landmark_place
 from src.train import build_model
 
@@ -44,14 +44,15 @@ class Predictor(nn.Module):
         mean: list[float] | torch.Tensor,
         std: list[float] | torch.Tensor,
         image_size: int = LANDMARK_IMAGE_SIZE,
+        resize_size: int | None = None,
     ):
+        """resize_size: shorter side before the central image_size crop; default: the landmark 256/224 ratio."""
         super().__init__()
         self.model = model.eval()
         self.class_names = list(class_names)
         self.class_places = [landmark_place(name) for name in class_names]  # "" where unknown
         self.image_size = image_size
-        # The same 256 -> 224 ratio as the training-time eval transform (src/data.py).
-        self.resize_size = round(image_size * LANDMARK_RESIZE_SIZE / LANDMARK_IMAGE_SIZE)
+        self.resize_size = resize_size or eval_resize_size("landmarks", image_size)
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
@@ -103,12 +104,14 @@ def export_predictor(
     std: list[float] | torch.Tensor,
     path: str | Path,
     image_size: int = LANDMARK_IMAGE_SIZE,
+    resize_size: int | None = None,
 ) -> torch.jit.ScriptModule:
     """Wrap the model in a Predictor, compile it with TorchScript and save it (atomically) to `path`.
 
+    resize_size must match the eval transform: src.data.eval_resize_size(dataset, image_size); None means landmarks.
     Returns the scripted predictor. The model is copied to the CPU; the original is left where it was.
     """
-    predictor = Predictor(copy.deepcopy(model).cpu(), class_names, mean, std, image_size).eval()
+    predictor = Predictor(copy.deepcopy(model).cpu(), class_names, mean, std, image_size, resize_size).eval()
     with quiet_torchscript():
         scripted = torch.jit.script(predictor)
     path = Path(path)
@@ -129,7 +132,8 @@ def export(checkpoint: str | Path, path: str | Path | None = None) -> Path:
     model = build_model(record["model"], len(record["class_names"]), record["image_size"])
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
     path = Path(path) if path else (SCRATCH_EXPORT if record["model"] == "scratch" else TRANSFER_EXPORT)
-    export_predictor(model, record["class_names"], record["mean"], record["std"], path, record["image_size"])
+    resize_size = eval_resize_size(record["dataset"], record["image_size"])
+    export_predictor(model, record["class_names"], record["mean"], record["std"], path, record["image_size"], resize_size)
     return path
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from src.model import BasicBlock, MyModel, conv_parameter_count, count_parameters
+from src.model import BasicBlock, MLPBaseline, MyModel, conv_parameter_count, count_parameters
 
 
 @pytest.fixture(autouse=True)
@@ -140,3 +140,31 @@ def test_backward_reaches_every_parameter() -> None:
     # the zero-initialized gammas get a gradient, so the residual branches switch on after a step
     for block in (m for m in model.modules() if isinstance(m, BasicBlock)):
         assert block.bn2.weight.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------- MLP baseline
+
+
+def test_mlp_baseline_shape_and_parameter_count() -> None:
+    model = MLPBaseline(num_classes=7, image_size=16, hidden=(32, 8), dropout=0.2).eval()
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 7)
+    # one weight per input value and output unit, plus one bias per output unit, for each Linear layer
+    assert count_parameters(model) == (3 * 16 * 16 + 1) * 32 + (32 + 1) * 8 + (8 + 1) * 7
+    dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    assert len(dropouts) == 2 and all(d.p == 0.2 for d in dropouts)
+
+
+def test_mlp_baseline_has_no_hidden_layer_when_hidden_is_empty() -> None:
+    model = MLPBaseline(num_classes=3, image_size=8, hidden=())
+    assert [type(m) for m in model.layers] == [nn.Flatten, nn.Linear]
+    assert count_parameters(model) == (3 * 8 * 8 + 1) * 3
+
+
+def test_mlp_baseline_rejects_the_wrong_image_size() -> None:
+    with pytest.raises(ValueError, match=r"expects images \[B, 3, 16, 16\]"):
+        MLPBaseline(num_classes=3, image_size=16)(torch.randn(1, 3, 32, 32))
+
+
+def test_mlp_baseline_needs_more_parameters_than_the_cnn_for_photos() -> None:
+    # The course's point: at 64x64 px one small hidden layer already outweighs the whole CNN.
+    assert count_parameters(MLPBaseline(50, 64, hidden=(512,))) > count_parameters(MyModel(num_classes=50))

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from src.data import get_data_loaders, get_transforms
+from src.data import eval_resize_size, get_data_loaders, get_transforms
 from src.predictor import (
     Predictor,
     export,
@@ -153,3 +153,13 @@ def test_the_confusion_matrix_plot_is_titled_and_labelled():
     assert ax.get_title() and ax.get_xlabel() == "predicted landmark" and ax.get_ylabel() == "true landmark"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["Eiffel Tower", "Atomium"]
     matplotlib.pyplot.close(fig)
+
+
+def test_a_fashion_mnist_predictor_preprocesses_like_its_eval_transform(small_scratch_model):
+    """Fashion-MNIST's eval transform only resizes (no 256/224 crop): the exported file must do the same."""
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8), "L")
+    transformed = get_transforms("fashion-mnist", MEAN, STD)["eval"](image).unsqueeze(0)
+    expected = torch.softmax(small_scratch_model(transformed), dim=1)
+    pixels = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1).unsqueeze(0)
+    predictor = Predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD, 28, eval_resize_size("fashion-mnist", 28))
+    assert (predictor(pixels) - expected).abs().max() < 1e-5

@@ -1,0 +1,118 @@
+"""The course notebooks: committed without outputs, and each one runs top to bottom without errors or warnings.
+
+The three notebooks run in course order, headless, in quick mode (LANDMARK_QUICK=1: a few images, 2 epochs) on a small
+synthetic dataset, sharing one temporary checkpoints folder, so the app notebook finds the models the other two export.
+Under a minute per notebook on a 2-core laptop.
+"""
+
+import os
+import re
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from src.data import make_synthetic_dataset
+
+PROJECT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ["cnn_from_scratch.ipynb", "transfer_learning.ipynb", "app.ipynb"]  # course order: the app uses both exports
+CELL_TIMEOUT = 600  # seconds per cell
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+# A tqdm progress bar drawn as text (where it cannot draw a widget) always shows its elapsed time: "... [00:03<00:05, ...]"
+PROGRESS_BAR = re.compile(r"\[\d+:\d+(:\d+)?[<,\]]")
+CLEAR = ".venv/bin/jupyter nbconvert --clear-output --inplace"
+
+
+def test_notebooks_are_committed_without_outputs():
+    """Outputs make diffs unreadable and commit one run's results (and images) into the history: clear them first."""
+    notebooks = sorted(PROJECT.glob("*.ipynb"))
+    assert notebooks, f"no notebooks in {PROJECT}"
+    dirty = []
+    for path in notebooks:
+        code_cells = [cell for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"]
+        if any(cell.outputs or cell.execution_count is not None for cell in code_cells):
+            dirty.append(path.name)
+    assert not dirty, f"notebooks with outputs or execution counts: clear them with `{CLEAR} {' '.join(dirty)}`"
+
+
+@pytest.fixture(scope="session")
+def executed(tmp_path_factory) -> dict[str, tuple[nbformat.NotebookNode | None, str | None, float]]:
+    """Every notebook of NOTEBOOKS executed in order: name -> (executed notebook or None, error or None, seconds)."""
+    work = tmp_path_factory.mktemp("notebooks")
+    data = make_synthetic_dataset(work / "data", n_classes=4, n_train=16, n_test=4)
+    # The kernel is a new process with this environment; cwd is the project, as in Jupyter.
+    env = {
+        **os.environ,
+        "LANDMARK_QUICK": "1",
+        "LANDMARK_DATA": str(data),
+        "LANDMARK_CHECKPOINTS": str(work / "checkpoints"),
+    }
+    env.pop("LANDMARK_DATASET", None)
+    results = {}
+    for name in NOTEBOOKS:
+        if not (PROJECT / name).is_file():
+            results[name] = None, f"{name} is missing from {PROJECT}", 0.0
+            continue
+        notebook = nbformat.read(PROJECT / name, as_version=4)
+        client = NotebookClient(
+            notebook, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(PROJECT)}}
+        )
+        start = time.perf_counter()
+        try:
+            client.execute(env=env)
+            error = None
+        except CellExecutionError as err:
+            error = str(err)
+        results[name] = notebook, error, time.perf_counter() - start
+    return results
+
+
+def outputs(notebook: nbformat.NotebookNode):
+    """(cell number, output) for every output of every code cell."""
+    for number, cell in enumerate(notebook.cells):
+        for output in cell.get("outputs", []):
+            yield number, output
+
+
+def run_of(executed, name: str) -> nbformat.NotebookNode:
+    notebook, error, seconds = executed[name]
+    if error is not None:
+        pytest.fail(f"{name} did not run to the end ({seconds:.0f} s):\n{error}", pytrace=False)
+    return notebook
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_top_to_bottom_in_quick_mode(executed, name):
+    notebook = run_of(executed, name)
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code_cells and all(cell.execution_count is not None for cell in code_cells)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_prints_no_warnings(executed, name):
+    """Nothing on stderr but progress bars: a warning in a course notebook teaches students to ignore warnings."""
+    notebook = run_of(executed, name)
+    stderr = [
+        f"cell {number}: {output.text.strip()}"
+        for number, output in outputs(notebook)
+        if output.output_type == "stream" and output.name == "stderr"
+        and not all(PROGRESS_BAR.search(line) for line in re.split(r"[\r\n]+", output.text) if line.strip())
+    ]  # fmt: skip
+    assert not stderr, f"{name} wrote to stderr:\n" + "\n".join(stderr)
+
+
+def test_the_app_notebook_shows_the_app_with_both_exported_models(executed):
+    notebook = run_of(executed, "app.ipynb")
+    views = [output.data[WIDGET_VIEW]["model_id"] for _, output in outputs(notebook) if WIDGET_VIEW in output.get("data", {})]
+    assert views, "app.ipynb displayed no widget"
+    state = notebook.metadata["widgets"][WIDGET_STATE]["state"]
+    assert all(model_id in state for model_id in views)
+    dropdowns = [model["state"] for model in state.values() if model["model_name"] == "DropdownModel"]
+    # The first two notebooks exported both models into the shared checkpoints folder, so the app offers both.
+    assert [tuple(dropdown["_options_labels"]) for dropdown in dropdowns] == [
+        ("Transfer learning (EfficientNet-Lite0)", "From scratch (MyModel)")
+    ]
