@@ -21,15 +21,8 @@ REPORT_ENV := LANDMARK_QUICK=1 LANDMARK_DATASET=landmarks LANDMARK_DATA=$(abspat
 REPORT_OPTIONS := --ExecutePreprocessor.timeout=600
 else
 REPORT_DIR := reports
-REPORT_ENV := LANDMARK_DATASET=$(DATASET)
+REPORT_ENV := LANDMARK_DATASET=$(DATASET) $(if $(EPOCHS),LANDMARK_EPOCHS=$(EPOCHS))
 endif
-
-# Exports the two checkpoints `python -m src.train` wrote as the predictor files the app loads (as the notebooks name
-# them: other datasets than the landmarks get their own files, so they never replace the app's models).
-EXPORT_MODELS := import sys; from src.helpers import CHECKPOINTS_DIR; from src.predictor import export; \
-	dataset = sys.argv[1]; suffix = '' if dataset == 'landmarks' else '_' + dataset; \
-	[print('Exported', export(CHECKPOINTS_DIR / f'{model}_{dataset}.pt', CHECKPOINTS_DIR / f'{name}_exported{suffix}.pt')) \
-	 for model, name in (('scratch', 'original'), ('efficientnet_lite0', 'transfer'))]
 
 # Re-installs whenever requirements.txt changes.
 $(VENV)/installed: requirements.txt
@@ -41,18 +34,16 @@ $(VENV)/installed: requirements.txt
 test: $(VENV)/installed
 	$(BIN)/python -m pytest
 
-## make run [DATASET=landmarks|fashion-mnist] [EPOCHS=N]: fetch/verify the data, print a summary of it, then train
-## the from-scratch CNN and the transfer-learning model; each prints its test accuracy and keeps its best checkpoint.
-## Both are exported for the app, and `make report` runs the notebooks.
+## make run [DATASET=landmarks|fashion-mnist] [EPOCHS=N]: the main job. Fetch/verify the data and print a summary,
+## run the notebooks (they train both models, test them and export them for the app; HTML reports in reports/),
+## then print both exported models' test accuracy.
 run: $(VENV)/installed
 	$(BIN)/python -m src.data --dataset $(DATASET)
-	$(BIN)/python -m src.train --model scratch --dataset $(DATASET) $(if $(EPOCHS),--epochs $(EPOCHS))
-	$(BIN)/python -m src.train --model efficientnet_lite0 --dataset $(DATASET) $(if $(EPOCHS),--epochs $(EPOCHS))
-	$(BIN)/python -c "$(EXPORT_MODELS)" $(DATASET)
 	$(MAKE) --no-print-directory report
+	$(BIN)/python -m src.predictor --dataset $(DATASET)
 
 ## make report [QUICK=1]: execute the notebooks top to bottom and save each as an HTML page in reports/ (a full run
-## trains both models again: hours on a CPU). QUICK=1: a smoke run in a few minutes, offline, on a small synthetic
+## trains both models: hours on a CPU, minutes on a GPU). QUICK=1: a smoke run in a few minutes, offline, on a small synthetic
 ## dataset; its data, checkpoints and pages go to build/quick/, so it never touches your data or trained models.
 report: $(VENV)/installed | $(if $(filter 1,$(QUICK)),$(QUICK_DIR)/data)
 	$(if $(filter 1,$(QUICK)),rm -rf $(QUICK_DIR)/checkpoints)

@@ -10,10 +10,12 @@ names and places, so nothing can drift apart between training and the app.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -26,12 +28,19 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from src.data import LANDMARK_IMAGE_SIZE, base_dataset, eval_resize_size
-from src.helpers import CHECKPOINTS_DIR, landmark_place
+from src.data import DATASETS, LANDMARK_IMAGE_SIZE, base_dataset, eval_resize_size, get_data_loaders
+from src.helpers import CHECKPOINTS_DIR, DataError, landmark_place
 from src.train import build_model
 
 SCRATCH_EXPORT = CHECKPOINTS_DIR / "original_exported.pt"
 TRANSFER_EXPORT = CHECKPOINTS_DIR / "transfer_exported.pt"
+
+
+def exported_model_path(kind: str, dataset: str = "landmarks") -> Path:
+    """Where the notebooks export a model: kind "scratch" or "transfer". Models of another dataset than the
+    landmarks get their own file (e.g. original_exported_fashion-mnist.pt), so they never replace the app's models."""
+    path = {"scratch": SCRATCH_EXPORT, "transfer": TRANSFER_EXPORT}[kind]
+    return path if dataset == "landmarks" else path.with_name(f"{path.stem}_{dataset}.pt")
 
 
 class Predictor(nn.Module):
@@ -131,7 +140,7 @@ def export(checkpoint: str | Path, path: str | Path | None = None) -> Path:
     record = json.loads(checkpoint.with_suffix(".json").read_text())
     model = build_model(record["model"], len(record["class_names"]), record["image_size"])
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-    path = Path(path) if path else (SCRATCH_EXPORT if record["model"] == "scratch" else TRANSFER_EXPORT)
+    path = Path(path) if path else exported_model_path("scratch" if record["model"] == "scratch" else "transfer", record["dataset"])
     resize_size = eval_resize_size(record["dataset"], record["image_size"])
     export_predictor(model, record["class_names"], record["mean"], record["std"], path, record["image_size"], resize_size)
     return path
@@ -182,3 +191,26 @@ def most_confused_pairs(confusion: np.ndarray, class_names: list[str], k: int = 
     order = np.argsort(off_diagonal, axis=None)[::-1][:k]
     pairs = [(class_names[i], class_names[j], int(off_diagonal[i, j])) for i, j in zip(*np.unravel_index(order, confusion.shape))]
     return [pair for pair in pairs if pair[2] > 0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m src.predictor [--dataset D] [MODEL ...]: test exported predictors on the test split."""
+    parser = argparse.ArgumentParser(description="Test exported predictors on the test split; prints their accuracy.")
+    parser.add_argument("models", nargs="*", type=Path, help="default: both exported models of the dataset")
+    parser.add_argument("--dataset", choices=DATASETS, default="landmarks")
+    args = parser.parse_args(argv)
+    models = args.models or [exported_model_path(kind, args.dataset) for kind in ("scratch", "transfer")]
+    try:
+        test_loader = get_data_loaders(batch_size=1, num_workers=0, dataset=args.dataset)["test"]
+        predictors = [load_predictor(path) for path in models]
+    except (DataError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for path, predictor in zip(models, predictors):
+        accuracy, confusion = predictor_test(test_loader, predictor)
+        print(f"{path}: test accuracy {100 * accuracy:.1f}% ({np.trace(confusion)}/{confusion.sum()})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

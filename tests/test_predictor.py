@@ -163,3 +163,18 @@ def test_a_fashion_mnist_predictor_preprocesses_like_its_eval_transform(small_sc
     pixels = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1).unsqueeze(0)
     predictor = Predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD, 28, eval_resize_size("fashion-mnist", 28))
     assert (predictor(pixels) - expected).abs().max() < 1e-5
+
+
+def test_the_command_line_tests_exported_models_on_the_test_split(landmark_data, exported_scratch, capsys):
+    from src.predictor import main
+
+    assert main([str(exported_scratch)]) == 0
+    assert f"{exported_scratch}: test accuracy" in capsys.readouterr().out
+
+
+def test_the_command_line_says_in_one_line_when_a_model_is_missing(landmark_data, tmp_path, capsys):
+    from src.predictor import main
+
+    assert main([str(tmp_path / "nothing.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "no exported model there" in err and err.count("\n") == 1
