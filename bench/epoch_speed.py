@@ -30,7 +30,7 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from torchvision import transforms as T  # noqa: E402
 
-from src.data import get_data_loaders  # noqa: E402
+from src.data import get_data_loaders, get_normalization  # noqa: E402
 from src.gpu_data import device_loaders  # noqa: E402
 from src.helpers import PROJECT_ROOT, get_device  # noqa: E402
 from src.optimization import get_loss  # noqa: E402
@@ -97,8 +97,7 @@ def main() -> None:
         root = make_dataset(Path(folder), args.images)
         os.environ["LANDMARK_DATA"] = str(root)
         loaders = get_data_loaders(batch_size=args.batch_size, valid_size=0.01)
-        mean, std = (loaders["train"].dataset.dataset.transform.transforms[-1].mean,
-                     loaders["train"].dataset.dataset.transform.transforms[-1].std)  # fmt: skip
+        mean, std = (values.tolist() for values in get_normalization(loaders["train"]))
 
         model, optimizer = fresh_model(device, channels_last=False)
         course = timed_epochs(course_loader(root, args.batch_size, mean, std), model, optimizer, device)

@@ -285,10 +285,14 @@ def display_name(class_folder: str) -> str:
     return name.replace("_", " ")
 
 
+@functools.cache
+def _landmarks_by_name() -> dict[str, dict[str, str]]:
+    return {row["name"]: row for row in landmarks().values()}
+
+
 def landmark_info(name: str) -> dict[str, str] | None:
     """The src/landmarks.csv row for a display name or a class folder; None for anything else."""
-    by_name = {row["name"]: row for row in landmarks().values()}
-    return landmarks().get(name) or by_name.get(name)
+    return landmarks().get(name) or _landmarks_by_name().get(name)
 
 
 def landmark_place(name: str) -> str:

@@ -306,8 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     class_names = get_class_names(loaders)
     mean, std = (values.tolist() for values in get_normalization(loaders["test"]))
     image_size = loaders["train"].dataset[0][0].shape[-1]  # the size the transforms actually produce
-    if get_device().type == "cuda" and args.dataset == "landmarks" and not args.cache_features:
-        loaders = device_loaders(loaders, get_device(), image_size)  # the GPU fast path: decode once, augment on GPU
+    device = get_device()
+    if device.type == "cuda" and args.dataset == "landmarks" and not args.cache_features:
+        loaders = device_loaders(loaders, device, image_size)  # the GPU fast path: decode once, augment on GPU
     model = build_model(args.model, len(class_names), image_size, args.fine_tune, args.dropout)
     lr = args.lr or (1e-3 if transfer else 2e-3)
     optimizer = get_optimizer(model, args.optimizer, lr, args.momentum, args.weight_decay, args.backbone_lr_factor)
