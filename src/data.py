@@ -10,6 +10,7 @@ Usage:  python -m src.data --dataset fashion-mnist   (prints a summary; download
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import itertools
 import os
@@ -144,10 +145,12 @@ def _landmark_folders(root: Path, image_size: int | None, normalization, augment
         listing = "; ".join(f"{path}: {reason}" for path, reason in stats["unreadable"].items())
         warnings.warn(f"Skipping {len(unreadable)} unreadable image(s): {listing}", stacklevel=3)
     check_class_folders(root, unreadable)
+    # Every transform starts by resizing the shorter side to this, so JPEGs can be decoded at a reduced scale.
+    loader = functools.partial(load_rgb_image, min_side=eval_resize_size("landmarks", image_size or LANDMARK_IMAGE_SIZE))
 
     def folder(split: str, transform: v2.Compose) -> datasets.ImageFolder:
         return datasets.ImageFolder(
-            root / split, transform=transform, loader=load_rgb_image,
+            root / split, transform=transform, loader=loader,
             is_valid_file=lambda path: Path(path).suffix.lower() in IMAGE_EXTENSIONS and Path(path) not in unreadable,
         )  # fmt: skip
 

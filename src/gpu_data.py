@@ -3,6 +3,7 @@ and normalize whole batches there. No JPEG decoding and no worker processes afte
 
     loaders = get_data_loaders(...)                      # the standard loaders (they define the splits)
     fast = device_loaders(loaders, torch.device("cuda"))  # same splits and labels, batches made on the GPU
+    fast = fastest_loaders(loaders, device)               # the same on CUDA; the standard loaders elsewhere
 
 On a 2,000-image epoch most of the standard loader's time goes into decoding JPEGs and starting workers; here an epoch
 costs only the model's compute. The functions work on any device, so the CPU tests exercise the same code.
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Subset
+from torchvision.datasets import ImageFolder
 from torchvision.ops import roi_align
 from tqdm.auto import tqdm
 
@@ -51,7 +53,7 @@ class _ResizedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        image = load_rgb_image(path)
+        image = load_rgb_image(path, min_side=self.short_side)
         # the same arithmetic as torchvision's Resize(short_side): the longer side is truncated, not rounded
         short, long = sorted(image.size)
         long = int(self.short_side * long / short)
@@ -195,3 +197,13 @@ def device_loaders(
         cache = build_cache(loader.dataset, device, short_side=resize, num_workers=num_workers)
         loaders[split] = DeviceLoader(cache, loader.dataset, loader.batch_size, split == "train", mean, std, image_size)
     return loaders
+
+
+def fastest_loaders(
+    data_loaders: dict[str, DataLoader], device: torch.device, image_size: int = LANDMARK_IMAGE_SIZE
+) -> dict[str, DataLoader | DeviceLoader]:
+    """device_loaders for photo folders on a CUDA GPU (the fast path); the given loaders anywhere else.
+
+    On a CPU the model's compute, not decoding, limits an epoch; Fashion-MNIST is already decoded in memory."""
+    photos = isinstance(base_dataset(data_loaders["train"].dataset), ImageFolder)
+    return device_loaders(data_loaders, device, image_size) if device.type == "cuda" and photos else data_loaders

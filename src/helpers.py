@@ -15,6 +15,7 @@ import hashlib
 import http.client
 import io
 import json
+import math
 import os
 import random
 import shutil
@@ -205,11 +206,14 @@ def _extract_atomically(zip_path: Path, target: Path) -> None:
 # Reading images
 
 
-def load_rgb_image(source: str | Path | BinaryIO) -> Image.Image:
+def load_rgb_image(source: str | Path | BinaryIO, min_side: int | None = None) -> Image.Image:
     """Open an image as 8-bit RGB, upright: EXIF orientation applied, transparency flattened onto white.
 
     Handles grayscale, 16-bit, palette, RGBA/LA and CMYK files. Raises PIL/OS errors for unreadable data, and
     Image.DecompressionBombError for images over MAX_PIXELS (checked from the header, before decoding).
+    min_side: for callers that resize the shorter side to min_side anyway, a JPEG may be decoded at 1/2, 1/4 or 1/8
+    scale (libjpeg's DCT scaling) while its shorter side stays >= min_side: an 800x600 photo for a 256 px resize
+    decodes at 400x300, several times faster.
     """
     with warnings.catch_warnings():  # Pillow warns from 89.5 megapixels; our own limit below is the one that counts
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -220,6 +224,9 @@ def load_rgb_image(source: str | Path | BinaryIO) -> Image.Image:
                 f"{img.width}x{img.height} is {img.width * img.height / 1e6:.0f} megapixels, "
                 f"over the {MAX_PIXELS / 1e6:.0f}-megapixel limit"
             )
+        if min_side is not None:  # draft() asks for at least this size; it is a no-op for formats other than JPEG
+            scale = min_side / min(img.size)
+            img.draft(img.mode, (math.ceil(img.width * scale), math.ceil(img.height * scale)))
         img = ImageOps.exif_transpose(img)  # phone photos store "rotate me" in EXIF instead of rotating pixels
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grayscale: scale to 0..255, don't clip
             pixels = np.asarray(img, dtype=np.float64)

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from src.data import DATASETS, get_class_names, get_data_loaders, get_normalization
-from src.gpu_data import device_loaders
+from src.gpu_data import fastest_loaders
 from src.helpers import CHECKPOINTS_DIR, DataError, get_device, seed_everything
 from src.model import MyModel
 from src.optimization import OPTIMIZERS, SCHEDULERS, get_loss, get_optimizer, get_scheduler
@@ -307,8 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     mean, std = (values.tolist() for values in get_normalization(loaders["test"]))
     image_size = loaders["train"].dataset[0][0].shape[-1]  # the size the transforms actually produce
     device = get_device()
-    if device.type == "cuda" and args.dataset == "landmarks" and not args.cache_features:
-        loaders = device_loaders(loaders, device, image_size)  # the GPU fast path: decode once, augment on GPU
+    if not args.cache_features:
+        loaders = fastest_loaders(loaders, device, image_size)  # on a GPU: decode once, augment there
     model = build_model(args.model, len(class_names), image_size, args.fine_tune, args.dropout)
     lr = args.lr or (1e-3 if transfer else 2e-3)
     optimizer = get_optimizer(model, args.optimizer, lr, args.momentum, args.weight_decay, args.backbone_lr_factor)

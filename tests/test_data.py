@@ -395,7 +395,7 @@ def test_denormalize_clips_to_the_displayable_range():
 def test_exif_rotated_photo_loads_upright(landmark_data):
     train_images = base_dataset(loaders_for_test()["train"].dataset)
     [path] = [path for path, _ in train_images.samples if Path(path).name == "exif_rotated.jpg"]
-    assert train_images.loader is load_rgb_image
+    assert train_images.loader.func is load_rgb_image
     assert train_images.loader(path).size == (40, 80)  # stored 80 wide x 40 high, EXIF says rotate 90 degrees
 
 

@@ -4,12 +4,16 @@ import pytest
 import torch
 
 from src.data import get_data_loaders
+from src.model import MyModel
+from src.optimization import get_loss, get_optimizer
+from src.train import run_epoch
 from src.gpu_data import (
     CROP_SCALE,
     center_crop_boxes,
     colour_jitter,
     crop_and_resize,
     device_loaders,
+    fastest_loaders,
     random_crop_boxes,
     random_flip,
 )
@@ -49,6 +53,27 @@ def test_train_batches_are_augmented_normalized_and_cover_the_split_once_per_epo
 
 def test_the_device_loaders_keep_the_original_datasets_for_names_and_normalization(loaders, fast):
     assert fast["test"].dataset is loaders["test"].dataset
+
+
+def test_a_model_learns_from_the_fast_path_as_it_does_from_the_standard_loaders(landmark_data):
+    accuracy = {}
+    for path in ("standard", "fast"):
+        loaders = get_data_loaders(batch_size=8, num_workers=0, image_size=32)
+        if path == "fast":
+            loaders = device_loaders(loaders, CPU, image_size=32, num_workers=0)
+        torch.manual_seed(0)
+        model = MyModel(num_classes=3, dropout=0.0, stem_stride=1, widths=(16, 32), blocks_per_stage=(1, 1))
+        optimizer = get_optimizer(model, "Adam", 3e-3)
+        for _ in range(15):
+            run_epoch(loaders["train"], model, get_loss(), optimizer, CPU)
+        accuracy[path] = run_epoch(loaders["valid"], model, get_loss(), device=CPU)[1]
+    assert accuracy["fast"] > 0.6 and accuracy["standard"] > 0.6, f"both well above the 1/3 of guessing: {accuracy}"
+
+
+def test_the_fast_path_is_chosen_only_for_photos_on_a_cuda_gpu(loaders):
+    assert fastest_loaders(loaders, CPU) is loaders
+    fashion = {"train": torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(2, 1)))}
+    assert fastest_loaders(fashion, torch.device("cuda")) is fashion  # not a photo folder: nothing to decode
 
 
 def test_random_crops_stay_inside_the_image_and_cover_the_configured_area():

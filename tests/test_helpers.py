@@ -244,6 +244,35 @@ def test_exif_orientation_is_applied(tmp_path):
     assert load_rgb_image(tmp_path / "rotated.jpg").size == (40, 80)
 
 
+def smooth_photo(width: int, height: int) -> Image.Image:
+    """Upsampled noise: compresses and resizes like a real photo."""
+    small = np.random.default_rng(0).integers(0, 256, (height // 20, width // 20, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize((width, height), Image.BICUBIC)
+
+
+@pytest.mark.parametrize("width, height, decoded", [(800, 600, (400, 300)), (600, 800, (300, 400)), (1600, 1100, (400, 275))])
+def test_min_side_decodes_a_big_jpeg_at_a_reduced_scale_that_keeps_the_shorter_side(width, height, decoded, tmp_path):
+    path = saved(smooth_photo(width, height), tmp_path / "photo.jpg", quality=90)
+    assert load_rgb_image(path, min_side=256).size == decoded  # 1/2, 1/2, 1/4 scale: the shorter side stays >= 256
+
+
+def test_a_reduced_scale_decode_resizes_to_nearly_the_same_pixels(tmp_path):
+    path = saved(smooth_photo(800, 600), tmp_path / "photo.jpg", quality=90)
+    full = np.asarray(load_rgb_image(path).resize((341, 256), Image.BILINEAR), dtype=np.float64)
+    draft = np.asarray(load_rgb_image(path, min_side=256).resize((341, 256), Image.BILINEAR), dtype=np.float64)
+    assert np.abs(full - draft).mean() < 2.0  # of 255
+
+
+def test_min_side_leaves_small_jpegs_and_other_formats_at_full_size(tmp_path):
+    assert load_rgb_image(saved(smooth_photo(400, 300), tmp_path / "small.jpg"), min_side=256).size == (400, 300)
+    assert load_rgb_image(saved(smooth_photo(800, 600), tmp_path / "big.png"), min_side=256).size == (800, 600)
+
+
+def test_a_reduced_scale_decode_still_applies_the_exif_orientation(tmp_path):
+    exif_rotated_jpeg(tmp_path / "rotated.jpg", width=80, height=40)
+    assert load_rgb_image(tmp_path / "rotated.jpg", min_side=16).size == (20, 40)
+
+
 def test_a_truncated_jpeg_raises_instead_of_returning_a_partial_image(tmp_path):
     whole = saved(Image.effect_noise((200, 200), 50).convert("RGB"), tmp_path / "whole.jpg")
     truncated = tmp_path / "truncated.jpg"

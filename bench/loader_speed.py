@@ -1,0 +1,79 @@
+"""Images per second that the standard DataLoaders deliver (no model): what decoding and augmentation cost.
+
+    python bench/loader_speed.py                     # 2,000 real-sized photos, every core a worker
+    python bench/loader_speed.py --images 4000 --workers 8
+
+(a) course style: ImageFolder's default PIL loader (full-size JPEG decode) + Resize(256) + RandomCrop(224) + flip
+(b) the same transforms, photos read by src.helpers.load_rgb_image(min_side=256): JPEGs decoded at reduced scale
+(c) this project's training loader, src.data.get_data_loaders()["train"] (also RandomResizedCrop + TrivialAugmentWide)
+Each is timed over its second epoch: workers already running (persistent), files in the OS cache.
+Data: ../shared/data/landmark_samples photos replicated (symlinks) when present, else generated 800x600 JPEGs.
+"""
+
+import argparse
+import functools
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import src  # noqa: E402,F401 - sets OMP_WAIT_POLICY before torch loads
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+from torchvision import transforms as T  # noqa: E402
+
+from bench.epoch_speed import SAMPLES, make_dataset  # noqa: E402
+from src.data import LANDMARK_RESIZE_SIZE, get_data_loaders  # noqa: E402
+from src.helpers import load_rgb_image  # noqa: E402
+
+
+def images_per_second(loader: DataLoader) -> float:
+    for _ in loader:  # warm-up epoch: starts the persistent workers, fills the OS file cache
+        pass
+    start = time.perf_counter()
+    count = sum(len(labels) for _, labels in loader)
+    return count / (time.perf_counter() - start)
+
+
+def course_style(root: Path, batch_size: int, workers: int, reduced_decode: bool) -> DataLoader:
+    transform = T.Compose([T.Resize(256), T.RandomCrop(224), T.RandomHorizontalFlip(), T.ToTensor(),
+                           T.Normalize([0.5] * 3, [0.25] * 3)])  # fmt: skip
+    if reduced_decode:
+        loader = functools.partial(load_rgb_image, min_side=LANDMARK_RESIZE_SIZE)
+    else:
+        loader = torchvision.datasets.folder.default_loader  # PIL open + convert("RGB"), as the course does
+    dataset = torchvision.datasets.ImageFolder(root / "train", transform=transform, loader=loader)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        root = make_dataset(Path(folder), args.images)
+        os.environ["LANDMARK_DATA"] = str(root)
+        results = {
+            "(a) course style, full-size decode": images_per_second(
+                course_style(root, args.batch_size, args.workers, reduced_decode=False)),
+            "(b) course style, reduced-scale decode": images_per_second(
+                course_style(root, args.batch_size, args.workers, reduced_decode=True)),
+            "(c) src.data training loader": images_per_second(
+                get_data_loaders(batch_size=args.batch_size, num_workers=args.workers, valid_size=0.01)["train"]),
+        }  # fmt: skip
+    print(f"machine: {platform.node()}, {platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, "
+          f"torch {torch.__version__}; {args.workers} workers, batch {args.batch_size}")  # fmt: skip
+    print(f"data: {args.images} {'real landmark photos (replicated)' if SAMPLES.is_dir() else 'generated 800x600 JPEGs'}")
+    for name, rate in results.items():
+        print(f"{name:<42}{rate:8.1f} img/s")
+
+
+if __name__ == "__main__":
+    main()
