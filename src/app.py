@@ -16,7 +16,7 @@ import ipywidgets as widgets
 
 from src.helpers import PhotoError, open_photo
 from src.predict import top_k
-from src.predictor import SCRATCH_EXPORT, TRANSFER_EXPORT, load_predictor
+from src.predictor import SCRATCH_EXPORT, TRANSFER_EXPORT, load_predictor, warm_up
 
 MODEL_CHOICES = {  # label in the dropdown -> exported file; the first one that exists is the default
     "Transfer learning (EfficientNet-Lite0)": TRANSFER_EXPORT,
@@ -74,6 +74,14 @@ class LandmarkApp:
         self.model.observe(lambda _: self.show(), names="value")
         controls = widgets.HBox([self.upload, self.model, self.top_k])
         self.widget = widgets.VBox([controls, self.status, self.results])
+        self.prepare_model()  # now, so that the first upload gets its answer at full speed
+
+    def prepare_model(self) -> None:
+        """Load and warm up the chosen model; a broken file shows its one-line message."""
+        try:
+            warm_up(self.predictor())
+        except ValueError as err:
+            self.status.value = message_html(str(err))
 
     def predictor(self):
         label = self.model.value

@@ -106,6 +106,17 @@ def load_predictor(path: str | Path) -> torch.jit.ScriptModule:
         raise ValueError(f"{path}: not a loadable exported model ({first_line}). Export it again.") from None
 
 
+def warm_up(predictor: nn.Module, runs: int = 2) -> None:
+    """Classify a blank 800x600 photo `runs` times, so that the first real photo is not the slow one.
+
+    TorchScript profiles and optimizes a loaded model during its first calls: the first photo takes several times
+    longer than the next ones (bench/predict_latency.py prints both).
+    """
+    with torch.inference_mode():
+        for _ in range(runs):
+            predictor(torch.zeros((1, 3, 600, 800), dtype=torch.uint8))
+
+
 def export_predictor(
     model: nn.Module,
     class_names: list[str],

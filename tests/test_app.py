@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import src.app as app_module
 from src.app import LandmarkApp, bar_chart_html
 from src.helpers import open_photo
 from src.predict import top_k
@@ -97,6 +98,13 @@ def test_the_dropdown_switches_between_exported_models(exported_scratch, tmp_pat
     assert set(app.predictors) == {"Transfer", "Scratch"}
 
 
+def test_the_chosen_model_is_loaded_and_warmed_up_before_the_first_upload(exported_scratch, monkeypatch):
+    warmed = []
+    monkeypatch.setattr(app_module, "warm_up", warmed.append)
+    app = LandmarkApp({"Scratch": exported_scratch})
+    assert list(app.predictors) == ["Scratch"] and warmed == [app.predictors["Scratch"]]
+
+
 def test_without_an_exported_model_the_app_says_which_notebook_to_run_first(tmp_path):
     app = LandmarkApp({"Transfer": tmp_path / "missing.pt"})
     assert "cnn_from_scratch.ipynb" in app.status.value and "transfer_learning.ipynb" in app.status.value
@@ -107,6 +115,7 @@ def test_a_broken_model_file_is_a_message_not_a_traceback(tmp_path):
     broken = tmp_path / "transfer_exported.pt"
     broken.write_bytes(b"not a model")
     app = LandmarkApp({"Transfer": broken})
+    assert "not a loadable exported model" in app.status.value, "said when the app starts"
     upload(app, ("a.jpg", jpeg_bytes()))
     assert "not a loadable exported model" in app.status.value and app.results.children == ()
 

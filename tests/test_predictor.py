@@ -20,6 +20,7 @@ from src.predictor import (
     plot_confusion_matrix,
     predictor_test,
     quiet_torchscript,
+    warm_up,
 )
 from src.train import main as train_main
 from src.transfer import PRETRAINED_MEAN, PRETRAINED_STD, get_model_transfer_learning
@@ -84,6 +85,14 @@ def test_the_predictor_preprocesses_like_the_eval_transform(small_scratch_model)
     pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).unsqueeze(0)
     got = Predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD)(pixels)
     assert (got - expected).abs().max() < 0.02, "only resampling differences (PIL vs torch) are allowed"
+
+
+def test_warm_up_runs_a_loaded_predictor_without_changing_its_answers(exported_scratch):
+    predictor = load_predictor(exported_scratch)
+    with torch.inference_mode():
+        cold = predictor(photo(800, 600))
+        warm_up(predictor)
+        assert torch.allclose(predictor(photo(800, 600)), cold, atol=1e-6)
 
 
 def test_class_names_and_places_travel_inside_the_file(exported_scratch):
