@@ -36,19 +36,20 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4996, help="training photos (20%% of them become validation)")
     parser.add_argument("--model", default="efficientnet_lite0", choices=sorted(INPUT_SIZE))
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--classes", type=int, default=N_CLASSES, help="class folders the photos are spread over")
     parser.add_argument("--usual-epochs", type=int, default=1, help="epochs of the uncached loop to time (0: skip)")
     args = parser.parse_args()
     device = torch.device("cpu")  # the cache is the CPU recipe; on a GPU the fast path trains on images instead
     torch.manual_seed(0)
 
     with tempfile.TemporaryDirectory() as folder:
-        root = make_dataset(Path(folder) / "data", args.images)
+        root = make_dataset(Path(folder) / "data", args.images, args.classes)
         os.environ["LANDMARK_DATA"] = str(root)
         settings = dict(batch_size=args.batch_size, image_size=INPUT_SIZE[args.model],
                         normalization=(PRETRAINED_MEAN, PRETRAINED_STD))  # fmt: skip
         loaders = get_data_loaders(**settings, train_augment=False)  # the clean pass --cache-features uses
         n_images = sum(len(loader.dataset) for loader in loaders.values())
-        model = get_model_transfer_learning(args.model, n_classes=N_CLASSES, fine_tune="none")
+        model = get_model_transfer_learning(args.model, n_classes=args.classes, fine_tune="none")
         loss = get_loss(label_smoothing=0.1)
 
         start = time.perf_counter()

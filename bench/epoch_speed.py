@@ -1,13 +1,14 @@
 """Training throughput over a full epoch: the course-style loop vs this project's fastest path, same model and data.
 
-    python bench/epoch_speed.py                       # 2,000 real-sized photos, resnet18-size model, 50 classes
-    python bench/epoch_speed.py --images 4000 --batch-size 128
+    python bench/epoch_speed.py                       # 2,500 real-sized photos (2,000 train), resnet18, 50 classes
+    python bench/epoch_speed.py --images 5000 --batch-size 128
+    python bench/epoch_speed.py --images 50 --classes 5 --image-size 32  # a smoke run (tests/test_bench.py)
 
 (a) course style: ImageFolder + PIL decode of the original JPEGs + Resize(256) + RandomCrop(224) + flip, all cores as
     DataLoader workers started afresh every epoch, fp32.
 (b) fast path: src.gpu_data (decode once into a uint8 cache on the device, crop/flip/colour-jitter batches there); on
     CUDA also bf16 autocast, channels_last and cudnn.benchmark (src.train.optimize's settings).
-Both train the same model with src.train.run_epoch. Each path runs one warm-up epoch, then a timed epoch; the course
+Both train the same model with src.train.run_epoch on the same training split (80% of the photos). Each path runs one warm-up epoch, then a timed epoch; the course
 loop's timed epoch includes its worker start-up, as it does for students. The one-off cache build is timed separately.
 Data: ../shared/data/landmark_samples photos replicated (symlinks) when present, else generated 800x600 JPEGs.
 """
@@ -27,10 +28,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
 from PIL import Image  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
+from torch.utils.data import DataLoader, Subset  # noqa: E402
 from torchvision import transforms as T  # noqa: E402
 
-from src.data import get_data_loaders, get_normalization  # noqa: E402
+from src.data import LANDMARK_IMAGE_SIZE, eval_resize_size, get_data_loaders, get_normalization  # noqa: E402
 from src.gpu_data import device_loaders  # noqa: E402
 from src.helpers import PROJECT_ROOT, get_device  # noqa: E402
 from src.optimization import get_loss  # noqa: E402
@@ -40,13 +41,13 @@ SAMPLES = PROJECT_ROOT.parent / "shared" / "data" / "landmark_samples"
 N_CLASSES = 50
 
 
-def make_dataset(root: Path, n_images: int) -> Path:
-    """An ImageFolder of n_images photos (+ a small test split) in N_CLASSES folders under root."""
+def make_dataset(root: Path, n_images: int, n_classes: int = N_CLASSES) -> Path:
+    """An ImageFolder of n_images photos (+ one test photo per class) in n_classes folders under root."""
     photos = sorted(SAMPLES.rglob("*.jpg")) if SAMPLES.is_dir() else []
     rng = np.random.default_rng(0)
-    for split, count in (("train", n_images), ("test", N_CLASSES)):
+    for split, count in (("train", n_images), ("test", n_classes)):
         for i in range(count):
-            folder = root / split / f"{i % N_CLASSES:02d}.Landmark_{i % N_CLASSES}"
+            folder = root / split / f"{i % n_classes:02d}.Landmark_{i % n_classes}"
             folder.mkdir(parents=True, exist_ok=True)
             target = folder / f"{i}.jpg"
             if photos:
@@ -57,9 +58,11 @@ def make_dataset(root: Path, n_images: int) -> Path:
     return root
 
 
-def course_loader(root: Path, batch_size: int, mean, std) -> DataLoader:
-    transform = T.Compose([T.Resize(256), T.RandomCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
-    dataset = torchvision.datasets.ImageFolder(root / "train", transform=transform)
+def course_loader(root: Path, indices: list[int], batch_size: int, mean, std, image_size: int) -> DataLoader:
+    """The course's loader over the photos root/train/ numbers `indices` (ImageFolder order)."""
+    transform = T.Compose([T.Resize(eval_resize_size("landmarks", image_size)), T.RandomCrop(image_size),
+                           T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])  # fmt: skip
+    dataset = Subset(torchvision.datasets.ImageFolder(root / "train", transform=transform), indices)
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=os.cpu_count(), drop_last=True)
 
 
@@ -76,9 +79,9 @@ def timed_epochs(loader, model, optimizer, device) -> float:
     return len(loader) * loader.batch_size / (time.perf_counter() - start)
 
 
-def fresh_model(device: torch.device, channels_last: bool) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+def fresh_model(device: torch.device, n_classes: int, channels_last: bool) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=N_CLASSES).to(device)
+    model = torchvision.models.resnet18(num_classes=n_classes).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -86,32 +89,36 @@ def fresh_model(device: torch.device, channels_last: bool) -> tuple[torch.nn.Mod
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--images", type=int, default=2500, help="photos; 80%% of them are the training split")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--classes", type=int, default=N_CLASSES, help="class folders the photos are spread over")
+    parser.add_argument("--image-size", type=int, default=LANDMARK_IMAGE_SIZE, help="crop side (px); 224 as the course")
     args = parser.parse_args()
     device = get_device()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
     with tempfile.TemporaryDirectory() as folder:
-        root = make_dataset(Path(folder), args.images)
+        root = make_dataset(Path(folder), args.images, args.classes)
         os.environ["LANDMARK_DATA"] = str(root)
-        loaders = get_data_loaders(batch_size=args.batch_size, valid_size=0.01)
+        loaders = get_data_loaders(batch_size=args.batch_size, image_size=args.image_size)
+        train_indices = loaders["train"].dataset.indices
         mean, std = (values.tolist() for values in get_normalization(loaders["train"]))
 
-        model, optimizer = fresh_model(device, channels_last=False)
-        course = timed_epochs(course_loader(root, args.batch_size, mean, std), model, optimizer, device)
+        model, optimizer = fresh_model(device, args.classes, channels_last=False)
+        course = timed_epochs(course_loader(root, train_indices, args.batch_size, mean, std, args.image_size), model, optimizer, device)
 
         start = time.perf_counter()
-        fast_loaders = device_loaders(loaders, device)
+        fast_loaders = device_loaders(loaders, device, args.image_size)
         cache_seconds = time.perf_counter() - start
-        model, optimizer = fresh_model(device, channels_last=device.type == "cuda")
+        model, optimizer = fresh_model(device, args.classes, channels_last=device.type == "cuda")
         fast = timed_epochs(fast_loaders["train"], model, optimizer, device)
 
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU"
     print(f"machine: {platform.node()}, {name}, {os.cpu_count()} cores, torch {torch.__version__}")
-    print(f"data: {args.images} {'real landmark photos (replicated)' if SAMPLES.is_dir() else 'generated 800x600 JPEGs'}, "
-          f"batch {args.batch_size}, resnet18 (11.2M parameters), {N_CLASSES} classes")  # fmt: skip
+    source = "real landmark photos, replicated" if SAMPLES.is_dir() else "generated 800x600 JPEGs"
+    print(f"data: {len(train_indices)} training photos of {args.images} ({source}), {args.classes} classes; "
+          f"batch {args.batch_size}, {args.image_size} px, resnet18 (11.2M parameters)")
     print(f"course-style loop: {course:8.1f} img/s")
     print(f"fast path:         {fast:8.1f} img/s   (one-off cache build: {cache_seconds:.1f} s)")
     print(f"ratio:             {fast / course:8.2f}x")

@@ -27,7 +27,7 @@ import torchvision  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from torchvision import transforms as T  # noqa: E402
 
-from bench.epoch_speed import SAMPLES, make_dataset  # noqa: E402
+from bench.epoch_speed import N_CLASSES, SAMPLES, make_dataset  # noqa: E402
 from src.data import LANDMARK_RESIZE_SIZE, get_data_loaders  # noqa: E402
 from src.helpers import load_rgb_image  # noqa: E402
 
@@ -55,10 +55,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--classes", type=int, default=N_CLASSES, help="class folders the photos are spread over")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        root = make_dataset(Path(folder), args.images)
+        root = make_dataset(Path(folder), args.images, args.classes)
         os.environ["LANDMARK_DATA"] = str(root)
         results = {
             "(a) course style, full-size decode": images_per_second(
@@ -66,7 +67,7 @@ def main() -> None:
             "(b) course style, reduced-scale decode": images_per_second(
                 course_style(root, args.batch_size, args.workers, reduced_decode=True)),
             "(c) src.data training loader": images_per_second(
-                get_data_loaders(batch_size=args.batch_size, num_workers=args.workers, valid_size=0.01)["train"]),
+                get_data_loaders(batch_size=args.batch_size, num_workers=args.workers)["train"]),
         }  # fmt: skip
     print(f"machine: {platform.node()}, {platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, "
           f"torch {torch.__version__}; {args.workers} workers, batch {args.batch_size}")  # fmt: skip

@@ -34,16 +34,17 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4996, help="training photos (20%% of them become validation)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 160, 128], help="input sizes (px)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--classes", type=int, default=N_CLASSES, help="class folders the photos are spread over")
     args = parser.parse_args()
     device = get_device()
     loss = get_loss(label_smoothing=0.1)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        os.environ["LANDMARK_DATA"] = str(make_dataset(Path(folder), args.images))
+        os.environ["LANDMARK_DATA"] = str(make_dataset(Path(folder), args.images, args.classes))
         for size in args.sizes:
             loaders = get_data_loaders(batch_size=args.batch_size, image_size=size)
             torch.manual_seed(0)
-            model = build_model("scratch", N_CLASSES, size)
+            model = build_model("scratch", args.classes, size)
             optimizer = get_optimizer(model, "AdamW", 2e-3, weight_decay=0.05)
             start = time.perf_counter()
             run_epoch(loaders["train"], model, loss, optimizer, device, desc=f"{size} px training")
@@ -55,7 +56,7 @@ def main() -> None:
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU"
     print(f"machine: {platform.node()}, {name}, {os.cpu_count()} cores, torch {torch.__version__}")
     print(f"data: {args.images} {'real landmark photos (replicated)' if SAMPLES.is_dir() else 'generated 800x600 JPEGs'}"
-          f", batch {args.batch_size}, MyModel ({N_CLASSES} classes), AdamW, fp32")  # fmt: skip
+          f", batch {args.batch_size}, MyModel ({args.classes} classes), AdamW, fp32")  # fmt: skip
     print("size  train s  epoch s (train+valid)  train img/s   30 epochs")
     for size, train_seconds, epoch_seconds, n_train in rows:
         print(f"{size:4d}  {train_seconds:7.1f}  {epoch_seconds:21.1f}  {n_train / train_seconds:11.1f}"

@@ -128,6 +128,12 @@ def get_datasets(
     targets = [int(label) for label in train_all.targets]  # Fashion-MNIST keeps them in a tensor
     test_targets = [int(label) for label in test.targets]
     train_idx, valid_idx = stratified_split(targets, valid_size, seed)
+    for split, indices in (("validation", valid_idx), ("training", train_idx)):
+        if not indices:
+            raise DataError(
+                f"No {split} images: {len(targets)} training images in {len(set(targets))} classes with "
+                f"valid_size={valid_size} leave none for {split}. Add images, or change valid_size."
+            )
     return {
         "train": Subset(train_all, balanced_subset(train_idx, targets, limit, seed)),
         "valid": Subset(valid_all, balanced_subset(valid_idx, targets, limit, seed)),

@@ -186,6 +186,12 @@ def test_valid_size_outside_0_1_is_rejected(landmark_data, valid_size):
         loaders_for_test(valid_size=valid_size)
 
 
+@pytest.mark.parametrize("valid_size, empty", [(0.01, "validation"), (0.99, "training")])
+def test_a_split_left_empty_by_valid_size_is_a_data_error_naming_the_fix(landmark_data, valid_size, empty):
+    with pytest.raises(DataError, match=f"No {empty} images: .* Add images, or change valid_size"):
+        loaders_for_test(valid_size=valid_size)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # limit: small class-balanced subsets for quick runs
 

@@ -1,0 +1,35 @@
+"""The bench/ scripts run end to end and print their figures. Tiny sizes here: these runs check that the scripts work,
+their numbers mean nothing (README's Results hold the real measurements, with their commands)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.mark.parametrize(
+    "script, options, figures",
+    [
+        ("epoch_speed.py", ["--images", "50", "--classes", "5", "--batch-size", "16", "--image-size", "32"],
+         ["course-style loop:", "fast path:", "ratio:"]),
+        ("cached_features.py", ["--images", "50", "--classes", "5", "--batch-size", "16"],
+         ["one feature pass over", "10 head epochs on cached features:", "one epoch of the usual loop"]),
+        ("scratch_epoch_time.py", ["--images", "50", "--classes", "5", "--sizes", "32", "48"], ["  32  ", "  48  "]),
+        ("loader_speed.py", ["--images", "50", "--classes", "5", "--workers", "1"],
+         ["(a) course style", "(b) course style", "(c) src.data training loader"]),
+        ("predict_latency.py", ["--runs", "2"], ["from scratch (MyModel)", "after loading and warm_up"]),
+    ],
+)  # fmt: skip
+def test_each_benchmark_runs_and_prints_its_figures(script, options, figures):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # the CPU path, on any machine
+    result = subprocess.run(
+        [sys.executable, str(BENCH / script), *options], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for figure in figures:
+        assert figure in result.stdout, result.stdout
+    assert "img/s" in result.stdout or " ms" in result.stdout
