@@ -8,8 +8,9 @@
     DataLoader workers started afresh every epoch, fp32.
 (b) fast path: src.gpu_data (decode once into a uint8 cache on the device, crop/flip/colour-jitter batches there); on
     CUDA also bf16 autocast, channels_last and cudnn.benchmark (src.train.optimize's settings).
-Both train the same model with src.train.run_epoch on the same training split (80% of the photos). Each path runs one warm-up epoch, then a timed epoch; the course
-loop's timed epoch includes its worker start-up, as it does for students. The one-off cache build is timed separately.
+Both train the same model with src.train.run_epoch on the same training split (80% of the photos). Each path runs one
+warm-up epoch, then a timed epoch; the course loop's timed epoch includes its worker start-up, as it does for students.
+The one-off cache build is timed separately.
 Data: ../shared/data/landmark_samples photos replicated (symlinks) when present, else generated 800x600 JPEGs.
 """
 

@@ -204,6 +204,18 @@ def fastest_loaders(
 ) -> dict[str, DataLoader | DeviceLoader]:
     """device_loaders for photo folders on a CUDA GPU (the fast path); the given loaders anywhere else.
 
-    On a CPU the model's compute, not decoding, limits an epoch; Fashion-MNIST is already decoded in memory."""
+    On a CPU the model's compute, not decoding, limits an epoch; Fashion-MNIST is already decoded in memory.
+    A cache that would fill more than half of the GPU's free memory (a small laptop GPU) is not built either:
+    the model needs the rest.
+    """
     photos = isinstance(base_dataset(data_loaders["train"].dataset), ImageFolder)
-    return device_loaders(data_loaders, device, image_size) if device.type == "cuda" and photos else data_loaders
+    if device.type != "cuda" or not photos:
+        return data_loaders
+    side = math.ceil(eval_resize_size("landmarks", image_size) * 4 / 3)  # build_cache's padded square
+    cache_bytes = sum(len(loader.dataset) for loader in data_loaders.values()) * 3 * side * side
+    free_bytes, _ = torch.cuda.mem_get_info(device)
+    if cache_bytes > free_bytes / 2:
+        print(f"GPU fast path skipped: its image cache would need {cache_bytes / 1e9:.1f} GB of the "
+              f"{free_bytes / 1e9:.1f} GB free on the GPU; training uses the standard loaders.")  # fmt: skip
+        return data_loaders
+    return device_loaders(data_loaders, device, image_size)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import src.gpu_data as gpu_data
 from src.data import get_data_loaders
 from src.model import MyModel
 from src.optimization import get_loss, get_optimizer
@@ -74,6 +75,17 @@ def test_the_fast_path_is_chosen_only_for_photos_on_a_cuda_gpu(loaders):
     assert fastest_loaders(loaders, CPU) is loaders
     fashion = {"train": torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(2, 1)))}
     assert fastest_loaders(fashion, torch.device("cuda")) is fashion  # not a photo folder: nothing to decode
+
+
+@pytest.mark.parametrize("free_gb, fast", [(80.0, True), (0.001, False)])
+def test_the_fast_path_is_skipped_with_a_message_when_its_cache_would_crowd_the_gpu(
+    loaders, monkeypatch, capsys, free_gb, fast
+):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (int(free_gb * 1e9), int(80e9)))
+    monkeypatch.setattr(gpu_data, "device_loaders", lambda data_loaders, device, image_size: "device loaders")
+    chosen = fastest_loaders(loaders, torch.device("cuda"))
+    assert chosen == ("device loaders" if fast else loaders)
+    assert ("GPU fast path skipped: its image cache would need" in capsys.readouterr().out) is not fast
 
 
 def test_random_crops_stay_inside_the_image_and_cover_the_configured_area():
