@@ -29,6 +29,11 @@ CROP_SCALE = (0.25, 1.0)  # the same range as the standard train transform (src/
 CROP_RATIO = (3 / 4, 4 / 3)
 
 
+def cache_side(short_side: int) -> int:
+    """Side of the square each cached image is padded into: 4/3 of short_side (the dataset's photos are 4:3)."""
+    return math.ceil(short_side * 4 / 3)
+
+
 class ImageCache:
     """N images resized to shorter side `short_side`, padded into one uint8 tensor [N,3,S,L] on `device`.
 
@@ -75,7 +80,7 @@ def build_cache(
     """
     folder = base_dataset(subset)
     indices = subset.indices if isinstance(subset, Subset) else range(len(folder))
-    max_side = math.ceil(short_side * 4 / 3)
+    max_side = cache_side(short_side)
     workers = len(os.sched_getaffinity(0)) if num_workers == -1 else num_workers
     resized = _ResizedImages([folder.samples[i] for i in indices], short_side, max_side)
     decoder = DataLoader(resized, batch_size=32, num_workers=workers, collate_fn=list)
@@ -211,7 +216,7 @@ def fastest_loaders(
     photos = isinstance(base_dataset(data_loaders["train"].dataset), ImageFolder)
     if device.type != "cuda" or not photos:
         return data_loaders
-    side = math.ceil(eval_resize_size("landmarks", image_size) * 4 / 3)  # build_cache's padded square
+    side = cache_side(eval_resize_size("landmarks", image_size))
     cache_bytes = sum(len(loader.dataset) for loader in data_loaders.values()) * 3 * side * side
     free_bytes, _ = torch.cuda.mem_get_info(device)
     if cache_bytes > free_bytes / 2:
