@@ -11,7 +11,6 @@ Data: ../shared/data/landmark_samples photos replicated (symlinks) when present,
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import src  # noqa: E402,F401 - sets OMP_WAIT_POLICY before torch loads
 import torch  # noqa: E402
 
-from bench.epoch_speed import N_CLASSES, SAMPLES, make_dataset  # noqa: E402
+from bench.common import N_CLASSES, machine, make_dataset, photo_source  # noqa: E402
 from src.data import get_data_loaders  # noqa: E402
 from src.optimization import get_loss, get_optimizer, get_scheduler  # noqa: E402
 from src.train import optimize, run_epoch  # noqa: E402
@@ -72,10 +71,8 @@ def main() -> None:
                 run_epoch(loaders["valid"], model, loss, device=device, desc="usual validation")
                 usual_seconds.append(time.perf_counter() - start)
 
-    print(f"machine: {platform.node()}, {platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")  # fmt: skip
-    print(f"data: {args.images} {'real landmark photos (replicated)' if SAMPLES.is_dir() else 'generated 800x600 JPEGs'}"
-          f" ({len(loaders['train'].dataset)} train / {len(loaders['valid'].dataset)} valid) + "
+    print(machine(device))
+    print(f"data: {args.images} {photo_source()} ({len(loaders['train'].dataset)} train / {len(loaders['valid'].dataset)} valid) + "
           f"{len(loaders['test'].dataset)} test; {args.model} at {INPUT_SIZE[args.model]} px, frozen backbone")  # fmt: skip
     print(f"one feature pass over {n_images} images:     {feature_seconds:7.1f} s  ({n_images / feature_seconds:.1f} img/s)")
     print(f"{len(history['train_loss'])} head epochs on cached features: {head_seconds:7.1f} s  (target: < 60 s)")

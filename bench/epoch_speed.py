@@ -16,7 +16,6 @@ Data: ../shared/data/landmark_samples photos replicated (symlinks) when present,
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -25,39 +24,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import src  # noqa: E402,F401 - sets OMP_WAIT_POLICY before torch loads
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
-from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Subset  # noqa: E402
 from torchvision import transforms as T  # noqa: E402
 
+from bench.common import N_CLASSES, machine, make_dataset, photo_source  # noqa: E402
 from src.data import LANDMARK_IMAGE_SIZE, eval_resize_size, get_data_loaders, get_normalization  # noqa: E402
 from src.gpu_data import device_loaders  # noqa: E402
-from src.helpers import PROJECT_ROOT, get_device  # noqa: E402
+from src.helpers import get_device  # noqa: E402
 from src.optimization import get_loss  # noqa: E402
 from src.train import run_epoch  # noqa: E402
-
-SAMPLES = PROJECT_ROOT.parent / "shared" / "data" / "landmark_samples"
-N_CLASSES = 50
-
-
-def make_dataset(root: Path, n_images: int, n_classes: int = N_CLASSES) -> Path:
-    """An ImageFolder of n_images photos (+ one test photo per class) in n_classes folders under root."""
-    photos = sorted(SAMPLES.rglob("*.jpg")) if SAMPLES.is_dir() else []
-    rng = np.random.default_rng(0)
-    for split, count in (("train", n_images), ("test", n_classes)):
-        for i in range(count):
-            folder = root / split / f"{i % n_classes:02d}.Landmark_{i % n_classes}"
-            folder.mkdir(parents=True, exist_ok=True)
-            target = folder / f"{i}.jpg"
-            if photos:
-                target.symlink_to(photos[i % len(photos)])
-            else:  # a smooth random photo-like image: upsampled noise compresses like a real photo
-                small = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
-                Image.fromarray(small).resize((800, 600), Image.BICUBIC).save(target, quality=90)
-    return root
-
 
 def course_loader(root: Path, indices: list[int], batch_size: int, mean, std, image_size: int) -> DataLoader:
     """The course's loader over the photos root/train/ numbers `indices` (ImageFolder order)."""
@@ -115,10 +92,8 @@ def main() -> None:
         model, optimizer = fresh_model(device, args.classes, channels_last=device.type == "cuda")
         fast = timed_epochs(fast_loaders["train"], model, optimizer, device)
 
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU"
-    print(f"machine: {platform.node()}, {name}, {os.cpu_count()} cores, torch {torch.__version__}")
-    source = "real landmark photos, replicated" if SAMPLES.is_dir() else "generated 800x600 JPEGs"
-    print(f"data: {len(train_indices)} training photos of {args.images} ({source}), {args.classes} classes; "
+    print(machine(device))
+    print(f"data: {len(train_indices)} training photos of {args.images} ({photo_source()}), {args.classes} classes; "
           f"batch {args.batch_size}, {args.image_size} px, resnet18 (11.2M parameters)")
     print(f"course-style loop: {course:8.1f} img/s")
     print(f"fast path:         {fast:8.1f} img/s   (one-off cache build: {cache_seconds:.1f} s)")

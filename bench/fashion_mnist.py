@@ -13,7 +13,6 @@ Prints one line per figure: device, epochs, wall time, test accuracy.
 import argparse
 import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import src  # noqa: E402,F401 - sets OMP_WAIT_POLICY before torch loads
 import torch  # noqa: E402
 
+from bench.common import machine  # noqa: E402
 from src.data import get_data_loaders  # noqa: E402
 from src.helpers import CHECKPOINTS_DIR, get_device  # noqa: E402
 from src.optimization import get_loss, get_optimizer  # noqa: E402
@@ -88,7 +88,7 @@ def main() -> None:
         sys.exit("training did not finish")
     wall = time.perf_counter() - start
     record = json.loads(save_path.with_suffix(".json").read_text())
-    print(f"machine: {platform.node()} {get_device()} {torch.get_num_threads()} threads")
+    print(machine(get_device()))
     print(f"command: python bench/fashion_mnist.py {' '.join(sys.argv[1:])}")
     print(f"epochs: {epochs}")
     print(f"train seconds: {record['train_seconds']:.0f}")

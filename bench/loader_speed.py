@@ -13,7 +13,6 @@ Data: ../shared/data/landmark_samples photos replicated (symlinks) when present,
 import argparse
 import functools
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -22,12 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import src  # noqa: E402,F401 - sets OMP_WAIT_POLICY before torch loads
-import torch  # noqa: E402
 import torchvision  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from torchvision import transforms as T  # noqa: E402
 
-from bench.epoch_speed import N_CLASSES, SAMPLES, make_dataset  # noqa: E402
+from bench.common import N_CLASSES, machine, make_dataset, photo_source  # noqa: E402
 from src.data import LANDMARK_RESIZE_SIZE, get_data_loaders  # noqa: E402
 from src.helpers import load_rgb_image  # noqa: E402
 
@@ -69,9 +67,8 @@ def main() -> None:
             "(c) src.data training loader": images_per_second(
                 get_data_loaders(batch_size=args.batch_size, num_workers=args.workers)["train"]),
         }  # fmt: skip
-    print(f"machine: {platform.node()}, {platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}; {args.workers} workers, batch {args.batch_size}")  # fmt: skip
-    print(f"data: {args.images} {'real landmark photos (replicated)' if SAMPLES.is_dir() else 'generated 800x600 JPEGs'}")
+    print(f"{machine()}; {args.workers} workers, batch {args.batch_size}")
+    print(f"data: {args.images} {photo_source()}")
     for name, rate in results.items():
         print(f"{name:<42}{rate:8.1f} img/s")
 

@@ -9,7 +9,6 @@ exported runs alternate, so both see the same machine state. Prints file sizes a
 """
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
@@ -21,12 +20,13 @@ import src  # noqa: E402,F401 - sets OMP_WAIT_POLICY before torch loads
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from src.helpers import PROJECT_ROOT, load_rgb_image  # noqa: E402
+from bench.common import SAMPLES, machine  # noqa: E402
+from src.helpers import load_rgb_image  # noqa: E402
 from src.model import MyModel  # noqa: E402
 from src.predictor import Predictor, export_predictor, load_predictor, warm_up  # noqa: E402
 from src.transfer import PRETRAINED_MEAN, PRETRAINED_STD, get_model_transfer_learning  # noqa: E402
 
-SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "landmark_samples" / "test" / "16.Eiffel_Tower"
+SAMPLE = SAMPLES / "test" / "16.Eiffel_Tower"
 NAMES = [f"Landmark {i}" for i in range(50)]
 
 
@@ -82,8 +82,7 @@ def main() -> None:
         "from scratch (MyModel)": (MyModel(num_classes=50).eval(), [0.5] * 3, [0.25] * 3),
         "transfer (EfficientNet-Lite0)": (get_model_transfer_learning(n_classes=50).eval(), PRETRAINED_MEAN, PRETRAINED_STD),
     }
-    print(f"machine: {platform.node()}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; photo {photo.shape[-1]}x{photo.shape[-2]}; {args.runs} runs each")  # fmt: skip
+    print(f"{machine()}; photo {photo.shape[-1]}x{photo.shape[-2]}; {args.runs} runs each")  # fmt: skip
     print(f"{'model':<32}{'file MB':>8}{'eager p50':>11}{'p95':>8}{'exported p50':>14}{'p95':>8}{'exp/eager':>11}")
     first_call = {}
     with tempfile.TemporaryDirectory() as folder:

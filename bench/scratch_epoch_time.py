@@ -11,7 +11,6 @@ Data: ../shared/data/landmark_samples photos replicated (symlinks) when present,
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import src  # noqa: E402,F401 - sets OMP_WAIT_POLICY before torch loads
 import torch  # noqa: E402
 
-from bench.epoch_speed import N_CLASSES, SAMPLES, make_dataset  # noqa: E402
+from bench.common import N_CLASSES, machine, make_dataset, photo_source  # noqa: E402
 from src.data import get_data_loaders  # noqa: E402
 from src.helpers import get_device  # noqa: E402
 from src.optimization import get_loss, get_optimizer  # noqa: E402
@@ -53,10 +52,8 @@ def main() -> None:
             rows.append((size, train_seconds, time.perf_counter() - start, len(loaders["train"].dataset)))
             del loaders  # stops this size's workers before the next size starts its own
 
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU"
-    print(f"machine: {platform.node()}, {name}, {os.cpu_count()} cores, torch {torch.__version__}")
-    print(f"data: {args.images} {'real landmark photos (replicated)' if SAMPLES.is_dir() else 'generated 800x600 JPEGs'}"
-          f", batch {args.batch_size}, MyModel ({args.classes} classes), AdamW, fp32")  # fmt: skip
+    print(machine(device))
+    print(f"data: {args.images} {photo_source()}, batch {args.batch_size}, MyModel ({args.classes} classes), AdamW, fp32")  # fmt: skip
     print("size  train s  epoch s (train+valid)  train img/s   30 epochs")
     for size, train_seconds, epoch_seconds, n_train in rows:
         print(f"{size:4d}  {train_seconds:7.1f}  {epoch_seconds:21.1f}  {n_train / train_seconds:11.1f}"

@@ -20,7 +20,6 @@ from src.app import LandmarkApp, bar_chart_html
 from src.helpers import open_photo
 from src.predict import top_k
 from src.predictor import load_predictor
-from tests.conftest import LANDMARK_NAMES
 
 PROJECT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -1,0 +1,43 @@
+"""What the bench/ scripts share: the photos they time on, and the line that says which machine produced a figure."""
+
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from src.helpers import PROJECT_ROOT
+
+SAMPLES = PROJECT_ROOT.parent / "shared" / "data" / "landmark_samples"  # real landmark photos, on the team's machines
+N_CLASSES = 50
+
+
+def make_dataset(root: Path, n_images: int, n_classes: int = N_CLASSES) -> Path:
+    """An ImageFolder of n_images photos (+ one test photo per class) in n_classes folders under root."""
+    photos = sorted(SAMPLES.rglob("*.jpg")) if SAMPLES.is_dir() else []
+    rng = np.random.default_rng(0)
+    for split, count in (("train", n_images), ("test", n_classes)):
+        for i in range(count):
+            folder = root / split / f"{i % n_classes:02d}.Landmark_{i % n_classes}"
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / f"{i}.jpg"
+            if photos:
+                target.symlink_to(photos[i % len(photos)])
+            else:  # a smooth random photo-like image: upsampled noise compresses like a real photo
+                small = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+                Image.fromarray(small).resize((800, 600), Image.BICUBIC).save(target, quality=90)
+    return root
+
+
+def photo_source() -> str:
+    """Which photos make_dataset uses on this machine."""
+    return "real landmark photos, replicated" if SAMPLES.is_dir() else "generated 800x600 JPEGs"
+
+
+def machine(device: torch.device = torch.device("cpu")) -> str:
+    """'machine: host, processor or GPU, cores, torch version, CPU threads': printed above every figure."""
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU"
+    return (f"machine: {platform.node()}, {name}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")  # fmt: skip
