@@ -16,6 +16,8 @@ MLPBaseline, a plain multi-layer perceptron on the pixels, is the baseline the C
 import torch
 import torch.nn as nn
 
+from src.checks import check_fraction, check_int
+
 
 def conv_parameter_count(in_channels: int, out_channels: int, kernel_size: int, bias: bool = True) -> int:
     """Course formula n_p = n_k * (c * k^2 + 1): n_k filters, each with c*k*k weights + 1 bias."""
@@ -76,6 +78,8 @@ class MyModel(nn.Module):
         blocks_per_stage: tuple[int, ...] = (2, 2, 2, 2),
     ):
         super().__init__()
+        check_int(num_classes, 1, "num_classes")
+        check_fraction(dropout, "dropout")
         if stem_stride not in (1, 2, 4):
             raise ValueError(f"stem_stride must be 1, 2 or 4, got {stem_stride}")
         if len(widths) != len(blocks_per_stage):

@@ -5,6 +5,8 @@ import math
 import torch
 import torch.nn as nn
 
+from src.checks import check_float, check_fraction
+
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
 SCHEDULERS = ("plateau", "cosine")
 
@@ -15,7 +17,7 @@ def get_loss(label_smoothing: float = 0.0) -> nn.CrossEntropyLoss:
     label_smoothing > 0 trains towards (1 - label_smoothing) on the true class instead of 1,
     which discourages over-confident predictions.
     """
-    return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    return nn.CrossEntropyLoss(label_smoothing=check_fraction(label_smoothing, "label_smoothing"))
 
 
 def get_optimizer(
@@ -34,6 +36,10 @@ def get_optimizer(
     name = optimizer.lower()
     if name not in [o.lower() for o in OPTIMIZERS]:
         raise ValueError(f"unknown optimizer {optimizer!r}; supported: {', '.join(OPTIMIZERS)}")
+    check_float(learning_rate, 0, name="learning_rate", low_open=True)
+    check_float(weight_decay, 0, name="weight_decay")
+    check_float(momentum, 0, 1, name="momentum", high_open=True)
+    check_float(backbone_lr_factor, 0, name="backbone_lr_factor")
 
     # Frozen parameters (requires_grad=False) never get a gradient, so they do not belong
     # in the optimizer.

