@@ -9,9 +9,11 @@ import torch
 import torch.nn as nn
 
 from src import train
+from src.checkpoints import ResumeError
 from src.data import get_data_loaders
+from src.files import WriteError
 from src.model import MyModel
-from src.optimization import get_loss, get_optimizer
+from src.optimization import get_loss, get_optimizer, get_scheduler
 from src.transfer import get_model_transfer_learning
 from src.train import main, one_epoch_test, optimize, resume_path, train_one_epoch, valid_one_epoch
 
@@ -164,6 +166,116 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes_the_run_with_a_full_history(lo
     assert "Resuming after epoch 1" in capsys.readouterr().out
 
 
+def test_a_nan_in_the_first_epoch_says_that_no_weights_were_saved(loaders, tmp_path, capsys):
+    model, save_path = small_model(), tmp_path / "best.pt"
+    history = optimize(loaders, model, get_optimizer(model), FailingLoss(0, "nan"), 3, save_path, device=CPU)
+    assert history["train_loss"] == []
+    err = capsys.readouterr().err
+    assert "No weights were saved" in err and "best weights so far" not in err
+    assert not save_path.exists()
+
+
+def test_a_failed_write_stops_training_with_one_line_and_keeps_the_last_good_checkpoint(loaders, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train, "run_epoch", scripted_run_epoch([1.0, 0.8, 0.6]))
+    real_save, calls = train.save_torch, []
+
+    def disk_fills_in_epoch_2(obj, path):
+        calls.append(path)
+        if len(calls) > 2:  # epoch 1 wrote the best weights and the resume state; epoch 2's best fails
+            raise WriteError(f"Cannot write {path}: the disk is full: free some space there, or save somewhere else.")
+        return real_save(obj, path)
+
+    monkeypatch.setattr(train, "save_torch", disk_fills_in_epoch_2)
+    model, save_path = small_model(), tmp_path / "best.pt"
+    history = optimize(loaders, model, get_optimizer(model), get_loss(), 3, save_path, device=CPU)
+    assert len(history["train_loss"]) == 2, "stopped in epoch 2"
+    err = capsys.readouterr().err.strip()
+    assert "the disk is full" in err and f"The best weights so far are in {save_path}" in err and "\n" not in err
+    saved = small_model()
+    saved.load_state_dict(torch.load(save_path))
+    assert weight_marker(saved) == 1
+
+
+def test_a_second_run_keeps_the_first_runs_files_under_a_dated_name(loaders, tmp_path, capsys):
+    save_path = tmp_path / "best.pt"
+    model = small_model()
+    optimize(loaders, model, get_optimizer(model), get_loss(), 1, save_path, device=CPU)
+    first_weights = save_path.read_bytes()
+    model = small_model()
+    optimize(loaders, model, get_optimizer(model), get_loss(), 1, save_path, device=CPU)  # no resume: a new run
+    kept = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("best_"))
+    assert len(kept) == 2 and kept[0].endswith(".pt") and kept[1].endswith(".resume.pt"), kept
+    assert (tmp_path / kept[0]).read_bytes() == first_weights
+    assert f"Kept the earlier run's files as {tmp_path / kept[0].removesuffix('.pt')}.*" in capsys.readouterr().out
+    assert save_path.is_file() and resume_path(save_path).is_file(), "the new run has its own files"
+
+
+def cosine_run(loaders, save_path, n_epochs, resume=False, lr=1e-2):
+    model = small_model()
+    optimizer = get_optimizer(model, "AdamW", lr)
+    scheduler = get_scheduler(optimizer, "cosine", n_epochs=n_epochs, warmup_epochs=1)
+    return optimize(loaders, model, optimizer, get_loss(), n_epochs, save_path, scheduler=scheduler, resume=resume, device=CPU)
+
+
+def test_resuming_with_more_epochs_extends_the_schedule_instead_of_training_at_lr_0(loaders, tmp_path, capsys):
+    save_path = tmp_path / "best.pt"
+    finished = cosine_run(loaders, save_path, 3)
+    extended = cosine_run(loaders, save_path, 6, resume=True)
+    assert extended["lr"][:3] == finished["lr"]
+    reference = cosine_run(loaders, tmp_path / "reference.pt", 6)  # the schedule of a run planned for 6 epochs
+    assert extended["lr"][3:] == pytest.approx(reference["lr"][3:])
+    assert min(extended["lr"][3:]) > 0
+    assert "the learning-rate schedule now spans 6 epochs" in capsys.readouterr().out
+
+
+def test_resuming_a_finished_run_with_the_same_epochs_does_nothing_and_says_so(loaders, tmp_path, capsys):
+    save_path = tmp_path / "best.pt"
+    finished = cosine_run(loaders, save_path, 2)
+    assert cosine_run(loaders, save_path, 2, resume=True) == finished
+    assert "already finished 2 epochs: nothing to do" in capsys.readouterr().out
+
+
+def test_resuming_with_another_learning_rate_is_refused_in_one_line(loaders, tmp_path):
+    save_path = tmp_path / "best.pt"
+    cosine_run(loaders, save_path, 2)
+    with pytest.raises(ResumeError, match=r"learning rate \[0.001\] here, \[0.01\] in the saved run") as err:
+        cosine_run(loaders, save_path, 3, resume=True, lr=1e-3)
+    assert "\n" not in str(err.value)
+
+
+def test_resuming_with_another_number_of_classes_is_refused_in_one_line(loaders, tmp_path):
+    save_path = tmp_path / "best.pt"
+    model = small_model()
+    optimize(loaders, model, get_optimizer(model), get_loss(), 1, save_path, device=CPU)
+    other = MyModel(num_classes=5, dropout=0.1, stem_stride=1, widths=(8, 16), blocks_per_stage=(1, 1))
+    with pytest.raises(ResumeError, match=r"layer head.3.bias is \[5\] here, \[3\] in the saved run \(another model or number of classes\?\)"):
+        optimize(loaders, other, get_optimizer(other), get_loss(), 2, save_path, resume=True, device=CPU)
+
+
+def test_a_damaged_resume_file_is_refused_in_one_line(loaders, tmp_path):
+    save_path = tmp_path / "best.pt"
+    resume_path(save_path).write_bytes(b"not a checkpoint")
+    model = small_model()
+    with pytest.raises(ResumeError, match="the file is damaged"):
+        optimize(loaders, model, get_optimizer(model), get_loss(), 2, save_path, resume=True, device=CPU)
+
+
+def test_a_resumed_run_whose_best_weights_were_deleted_saves_them_again(loaders, tmp_path, capsys):
+    save_path = tmp_path / "best.pt"
+    cosine_run(loaders, save_path, 2)
+    save_path.unlink()
+    cosine_run(loaders, save_path, 3, resume=True)
+    assert save_path.is_file() and "is missing" in capsys.readouterr().out
+
+
+def test_optimize_refuses_fewer_than_one_epoch(loaders, tmp_path):
+    model = small_model()
+    for n_epochs in (0, -1):
+        with pytest.raises(ValueError, match=f"n_epochs must be at least 1, got {n_epochs}"):
+            optimize(loaders, model, get_optimizer(model), get_loss(), n_epochs, tmp_path / "m.pt", device=CPU)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_resume_without_an_earlier_run_starts_from_the_beginning(loaders, tmp_path, capsys):
     model = small_model()
     history = optimize(loaders, model, get_optimizer(model), get_loss(), 1, tmp_path / "m.pt", resume=True, device=CPU)
@@ -200,6 +312,64 @@ def test_cli_trains_a_transfer_model_head(landmark_data, tmp_path):
             "--num-workers", "0", "--save-path", str(save_path)]  # fmt: skip
     assert main(argv) == 0
     assert json.loads(save_path.with_suffix(".json").read_text())["mean"] == [0.5, 0.5, 0.5]
+
+
+def test_cli_a_second_run_keeps_the_first_runs_checkpoint_record_and_resume_state(landmark_data, tmp_path):
+    save_path = tmp_path / "scratch.pt"
+    argv = ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--num-workers", "0", "--save-path", str(save_path)]
+    assert main(argv) == 0
+    first = {path.name[len("scratch"):]: path.read_bytes() for path in tmp_path.iterdir()}
+    assert set(first) == {".pt", ".resume.pt", ".json"}
+    assert main(argv) == 0
+    kept = {path.name: path.read_bytes() for path in tmp_path.iterdir() if path.name.startswith("scratch_")}
+    assert sorted(name.partition(".")[2] for name in kept) == ["json", "pt", "resume.pt"]
+    assert sorted(kept.values()) == sorted(first.values()), "byte for byte the first run's files"
+
+
+def test_cli_resume_with_another_lr_or_image_size_is_refused_in_one_line(landmark_data, tmp_path, capsys):
+    save_path = tmp_path / "scratch.pt"
+    argv = ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--num-workers", "0", "--save-path", str(save_path)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    for change, words in ((["--lr", "0.1"], "learning rate [0.1] here"), (["--image-size", "40"], "input shape [3, 40, 40]")):
+        assert main(argv + change + ["--resume", "--epochs", "2"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: Cannot resume") and words in err and err.count("\n") == 1
+
+
+def test_cli_resume_with_more_epochs_continues_the_run(landmark_data, tmp_path):
+    save_path = tmp_path / "scratch.pt"
+    argv = ["--image-size", "32", "--batch-size", "8", "--num-workers", "0", "--save-path", str(save_path)]
+    assert main(argv + ["--epochs", "2"]) == 0
+    assert main(argv + ["--epochs", "4", "--resume"]) == 0
+    history = json.loads(save_path.with_suffix(".json").read_text())["history"]
+    assert len(history["lr"]) == 4 and min(history["lr"]) > 0
+
+
+BAD_OPTIONS = [
+    ["--epochs", "0"], ["--epochs", "-1"], ["--batch-size", "0"], ["--batch-size", "-8"], ["--image-size", "0"],
+    ["--image-size", "-1"], ["--lr", "0"], ["--lr", "-0.1"], ["--label-smoothing", "1"], ["--label-smoothing", "-0.1"],
+    ["--dropout", "1"], ["--dropout", "1.5"], ["--num-workers", "-2"], ["--weight-decay", "-1"], ["--momentum", "1"],
+    ["--epochs", "ten"], ["--lr", "nan"],
+]
+
+
+@pytest.mark.parametrize("option", BAD_OPTIONS, ids=lambda option: " ".join(option))
+def test_cli_refuses_a_bad_value_in_one_line_before_looking_at_the_data(tmp_path, monkeypatch, capsys, option):
+    monkeypatch.setenv("LANDMARK_DATA", str(tmp_path / "missing"))  # a data scan would fail differently
+    with pytest.raises(SystemExit) as exit_info:
+        main(option + ["--save-path", str(tmp_path / "m.pt")])
+    assert exit_info.value.code == 2
+    assert f"error: argument {option[0]}: must be " in capsys.readouterr().err.splitlines()[-1]
+    assert list(tmp_path.iterdir()) == [], "nothing written"
+
+
+def test_cli_refuses_a_save_path_that_is_a_folder_or_lies_under_a_file(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("x")
+    for save_path, words in ((tmp_path, "is a folder: give a file name"), (tmp_path / "notes.txt" / "m.pt", "is a file")):
+        with pytest.raises(SystemExit):
+            main(["--save-path", str(save_path)])
+        assert words in capsys.readouterr().err.splitlines()[-1]
 
 
 def test_cli_reports_missing_data_in_one_line(tmp_path, monkeypatch, capsys):
