@@ -38,10 +38,10 @@ class WriteError(RuntimeError):
     """A file could not be written. The message is one line naming the file, the folder's problem and the fix."""
 
 
-def describe_write_error(path: Path, err: OSError) -> str:
-    """One line for a failed write of `path`: 'Cannot write /abs/x.pt: the disk is full: free some space ...'."""
+def describe_write_error(what: str, err: OSError) -> str:
+    """One line for a failed write: 'Cannot write /abs/x.pt: the disk is full: free some space ...'."""
     problem = _PROBLEMS.get(err.errno or 0, f"{err.strerror or err}")
-    return f"Cannot write {Path(path).absolute()}: {problem}."
+    return f"Cannot write {what}: {problem}."
 
 
 def temp_path(path: Path) -> Path:
@@ -54,7 +54,13 @@ def write_atomically(path: str | Path, data: bytes | memoryview) -> Path:
 
     Raises WriteError (one line) on any OSError; the target is then unchanged and no temporary file is left.
     """
-    path = Path(path)
+    try:
+        return _write(Path(path), data)
+    except OSError as err:
+        raise WriteError(describe_write_error(str(Path(path).absolute()), err)) from None
+
+
+def _write(path: Path, data: bytes | memoryview) -> Path:
     tmp = temp_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,13 +72,11 @@ def write_atomically(path: str | Path, data: bytes | memoryview) -> Path:
             f.flush()
             os.fsync(f.fileno())  # the bytes are on disk before the rename makes them the file
         os.replace(tmp, path)
-    except BaseException as err:
+    except BaseException:
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
-        if isinstance(err, OSError):
-            raise WriteError(describe_write_error(path, err)) from None
         raise
     return path
 
@@ -102,9 +106,10 @@ def check_writable(folder: str | Path, need_bytes: int = 0) -> Path:
     Writes and removes a small probe file. Raises WriteError with one line naming the folder otherwise.
     """
     folder = Path(folder)
-    probe = folder / ".write_test"
-    write_atomically(probe, b"probe")
-    probe.unlink()
+    try:
+        _write(folder / ".write_test", b"probe").unlink()
+    except OSError as err:
+        raise WriteError(describe_write_error(f"in {folder.absolute()}", err)) from None
     free = shutil.disk_usage(folder).free
     if free < need_bytes:
         raise WriteError(
