@@ -346,8 +346,9 @@ def train(args: argparse.Namespace) -> int:
     """The whole recipe of `python -m src.train`: data, model, training, test, run record. Returns the exit status."""
     seed_everything(args.seed)
     transfer, save_path = args.model != "scratch", args.save_path
-    if not args.resume:
-        keep_earlier_run(save_path)  # the whole run's files, also the cached-features head's
+    best_path = head_path(save_path) if args.cache_features else save_path  # what optimize() saves
+    if not (args.resume and resume_path(best_path).is_file()):
+        keep_earlier_run(save_path)  # a new run: keep all the earlier run's files, also a cached-features head's
     loaders = get_data_loaders(
         batch_size=args.batch_size, num_workers=args.num_workers, limit=args.limit, dataset=args.dataset,
         image_size=args.image_size, normalization=(PRETRAINED_MEAN, PRETRAINED_STD) if transfer else None,
@@ -368,11 +369,11 @@ def train(args: argparse.Namespace) -> int:
     loss = get_loss(args.label_smoothing)
 
     start = time.perf_counter()
-    trainee, best_path = model, save_path
+    trainee = model
     if args.cache_features:
         # Train only the head, on features computed once; the whole model is saved at the end like any other run.
         loaders = cache_features(model, loaders)
-        trainee, best_path = model.head, head_path(save_path)
+        trainee = model.head
     history = optimize(loaders, trainee, optimizer, loss, args.epochs, best_path, scheduler=scheduler, resume=args.resume)
     train_seconds = time.perf_counter() - start
     if len(history["train_loss"]) < args.epochs:

@@ -389,6 +389,17 @@ def test_cli_cache_features_trains_the_head_on_cached_features_and_saves_the_who
     assert len(json.loads(save_path.with_suffix(".json").read_text())["history"]["train_loss"]) == 3
 
 
+def test_cli_resume_with_cache_features_of_a_run_without_them_keeps_the_earlier_model(landmark_data, tmp_path):
+    save_path = tmp_path / "transfer.pt"
+    argv = ["--model", "efficientnet_lite0", "--epochs", "1", "--image-size", "64", "--batch-size", "8",
+            "--num-workers", "0", "--save-path", str(save_path)]  # fmt: skip
+    assert main(argv) == 0
+    earlier = save_path.read_bytes()
+    assert main(argv + ["--cache-features", "--resume"]) == 0  # nothing of the head to resume: a new run
+    kept = [path for path in tmp_path.glob("transfer_*.pt") if not path.name.endswith(".resume.pt")]
+    assert [path.read_bytes() for path in kept] == [earlier]
+
+
 def test_cli_cache_features_refuses_a_trainable_backbone(landmark_data, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--model", "efficientnet_lite0", "--fine-tune", "all", "--cache-features"])
