@@ -220,6 +220,25 @@ def optimize(
     return history
 
 
+def train_head_on_features(
+    model: nn.Module, feature_loaders: dict[str, DataLoader], optimizer: torch.optim.Optimizer, loss: nn.Module,
+    n_epochs: int, save_path: str | Path, **optimize_options,
+) -> dict[str, list[float]]:  # fmt: skip
+    """Frozen-backbone transfer learning on cached features (src.transfer.cache_features): optimize() trains
+    model.head, keeping its best weights in head_path(save_path); then the whole model, with that head, is saved to
+    save_path, like any other run's best weights. optimize_options: optimize()'s keyword arguments. Returns the history.
+    """
+    save_path = Path(save_path)
+    best_head = head_path(save_path)
+    if not (optimize_options.get("resume") and resume_path(best_head).is_file()):
+        keep_earlier_run(save_path)  # a new run: also the earlier whole model at save_path is kept, not overwritten
+    history = optimize(feature_loaders, model.head, optimizer, loss, n_epochs, best_head, **optimize_options)
+    if best_head.is_file():
+        model.head.load_state_dict(torch.load(best_head, map_location="cpu", weights_only=True))
+        save_torch(model.state_dict(), save_path)
+    return history
+
+
 def _where_the_best_is(save_path: Path) -> str:
     """Earlier runs' files were renamed at the start, so a file at save_path holds this run's best weights."""
     if save_path.is_file():
@@ -346,9 +365,6 @@ def train(args: argparse.Namespace) -> int:
     """The whole recipe of `python -m src.train`: data, model, training, test, run record. Returns the exit status."""
     seed_everything(args.seed)
     transfer, save_path = args.model != "scratch", args.save_path
-    best_path = head_path(save_path) if args.cache_features else save_path  # what optimize() saves
-    if not (args.resume and resume_path(best_path).is_file()):
-        keep_earlier_run(save_path)  # a new run: keep all the earlier run's files, also a cached-features head's
     loaders = get_data_loaders(
         batch_size=args.batch_size, num_workers=args.num_workers, limit=args.limit, dataset=args.dataset,
         image_size=args.image_size, normalization=(PRETRAINED_MEAN, PRETRAINED_STD) if transfer else None,
@@ -369,20 +385,20 @@ def train(args: argparse.Namespace) -> int:
     loss = get_loss(args.label_smoothing)
 
     start = time.perf_counter()
-    trainee = model
-    if args.cache_features:
-        # Train only the head, on features computed once; the whole model is saved at the end like any other run.
+    options = dict(scheduler=scheduler, resume=args.resume)
+    if args.cache_features:  # train only the head, on features computed once
         loaders = cache_features(model, loaders)
-        trainee = model.head
-    history = optimize(loaders, trainee, optimizer, loss, args.epochs, best_path, scheduler=scheduler, resume=args.resume)
+        history = train_head_on_features(model, loaders, optimizer, loss, args.epochs, save_path, **options)
+    else:
+        history = optimize(loaders, model, optimizer, loss, args.epochs, save_path, **options)
     train_seconds = time.perf_counter() - start
     if len(history["train_loss"]) < args.epochs:
         return 1
-    if not best_path.is_file():
-        raise ResumeError(f"{best_path} is missing: the finished run's best weights were removed. Train again without --resume.")
-    trainee.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
-    if args.cache_features:
-        save_torch(model.state_dict(), save_path)
+    if not save_path.is_file():
+        raise ResumeError(f"{save_path} is missing: the finished run's best weights were removed. Train again "
+                          f"without --resume.")  # fmt: skip
+    model.load_state_dict(torch.load(save_path, map_location="cpu", weights_only=True))
+    trainee = model.head if args.cache_features else model  # the test loader holds features or photos
     test_loss, test_accuracy = one_epoch_test(loaders["test"], trainee, loss)
     record = {
         "model": args.model, "dataset": args.dataset, "image_size": image_size, "class_names": class_names,
