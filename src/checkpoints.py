@@ -14,16 +14,19 @@ saved settings must match the new ones, except the number of epochs, which may g
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
+import os
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from src.data import base_dataset
-from src.files import check_writable
+from src.files import WriteError, check_writable, describe_write_error
 
 
 class ResumeError(ValueError):
@@ -70,6 +73,52 @@ def keep_earlier_run(save_path: str | Path) -> Path | None:
     print(f"Kept the earlier run's files as {save_path.parent / stem}.* (continue it with resume=True / --resume "
           f"under its old name; this run starts afresh).")  # fmt: skip
     return save_path.with_name(stem + save_path.suffix)
+
+
+@contextlib.contextmanager
+def run_lock(save_path: str | Path) -> Iterator[None]:
+    """Held while a run writes save_path's files: a second run on the same files, in another process, gets ResumeError.
+
+    The lock file (.<name>.lock beside save_path) holds the owner's pid; one left by a killed run (its pid no longer
+    alive) is taken over, so a crash never blocks the next run.
+    """
+    lock = Path(save_path).with_name(f".{Path(save_path).name}.lock")
+    for _ in range(2):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # atomic: one of two racing runs wins
+        except FileExistsError:
+            owner = _owner(lock)
+            if owner is not None and owner != os.getpid() and _alive(owner):
+                raise ResumeError(f"Another training run (process {owner}) is writing {save_path}: wait for it to "
+                                  f"finish, or save this run elsewhere. (No such run? Delete {lock}.)") from None
+            lock.unlink(missing_ok=True)  # left by a killed run
+            continue
+        except OSError as err:
+            raise WriteError(describe_write_error(str(lock.absolute()), err)) from None
+        with os.fdopen(descriptor, "w") as f:
+            f.write(str(os.getpid()))
+        break
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _owner(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by someone else
+    return True
 
 
 def state_bytes(model: nn.Module) -> int:
@@ -167,6 +216,37 @@ def follow_new_schedule(scheduler, optimizer: torch.optim.Optimizer) -> None:
     if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
         for group, base_lr, rule in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
             group["lr"] = base_lr * rule(scheduler.last_epoch)
+
+
+def new_history() -> dict[str, list[float]]:
+    """Per-epoch lists of every metric optimize() records."""
+    return {"train_loss": [], "valid_loss": [], "train_accuracy": [], "valid_accuracy": [], "lr": []}
+
+
+def start_or_resume(
+    save_path: Path, resume: bool, model: nn.Module, optimizer, scheduler, settings: dict, n_epochs: int, device
+) -> dict:
+    """How optimize() begins: {"epoch": epochs done, "best_loss", "history"}, from the resume state when resuming,
+    else fresh, after the files of an earlier run at save_path were kept under a dated name."""
+    state_file = resume_path(save_path)
+    if not (resume and state_file.exists()):
+        if resume:
+            print(f"No interrupted run to resume ({state_file} not found): starting from epoch 1.")
+        keep_earlier_run(save_path)
+        return {"epoch": 0, "best_loss": math.inf, "history": new_history()}
+    state = load_resume_state(state_file, model, optimizer, scheduler, settings, device)
+    state["best_loss"] = best_loss_on_disk(state["best_loss"], save_path)
+    follow_new_schedule(scheduler, optimizer)
+    start, planned = state["epoch"], state.get("n_epochs", n_epochs)
+    if start >= n_epochs:
+        print(f"The run at {save_path} already finished {start} epochs: nothing to do (ask for more epochs to extend "
+              f"it).")  # fmt: skip
+    else:
+        if planned != n_epochs:
+            print(f"The run was planned for {planned} epochs, now {n_epochs}: the learning-rate schedule now spans "
+                  f"{n_epochs} epochs (lr {optimizer.param_groups[0]['lr']:.2e} for epoch {start + 1}).")  # fmt: skip
+        print(f"Resuming after epoch {start} (best validation loss so far {state['best_loss']:.4f}).")
+    return state
 
 
 def best_loss_on_disk(best_loss: float, save_path: Path) -> float:

@@ -21,12 +21,12 @@ def _fail(name: str | None, requirement: str, value: object) -> OptionError:
     return OptionError(f"{name + ' ' if name else ''}must be {requirement}, got {value!r}")
 
 
-def check_int(value: int, minimum: int, name: str | None = None) -> int:
-    """value if it is a whole number >= minimum, else OptionError ('batch_size must be at least 1, got 0')."""
+def check_int(value: int, minimum: int, name: str | None = None, maximum: int | None = None) -> int:
+    """value if it is a whole number in [minimum, maximum], else OptionError ('batch_size must be at least 1, got 0')."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise _fail(name, "a whole number", value)
-    if value < minimum:
-        raise _fail(name, f"at least {minimum}", value)
+    if value < minimum or (maximum is not None and value > maximum):
+        raise _fail(name, f"at least {minimum}" if maximum is None else f"in [{minimum}, {maximum}]", value)
     return value
 
 
@@ -50,15 +50,15 @@ def check_float(
     return float(value)
 
 
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number >= minimum."""
+def int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number >= minimum (and <= maximum, if given)."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise OptionError(f"must be a whole number, got {text!r}") from None
-        return check_int(value, minimum)
+        return check_int(value, minimum, maximum=maximum)
 
     parse.__name__ = f"int_at_least_{minimum}"
     return parse

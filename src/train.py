@@ -9,7 +9,6 @@ Usage:  python -m src.train --model scratch --dataset fashion-mnist --epochs 10
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -22,15 +21,14 @@ from tqdm.auto import tqdm
 
 from src.checkpoints import (
     ResumeError,
-    best_loss_on_disk,
     check_save_folder,
-    follow_new_schedule,
     head_path,
     keep_earlier_run,
-    load_resume_state,
     resume_path,
     resume_state,
+    run_lock,
     run_settings,
+    start_or_resume,
 )
 from src.checks import FRACTION, NON_NEGATIVE_FLOAT, NUM_WORKERS, POSITIVE_FLOAT, POSITIVE_INT, check_int
 from src.data import DATASETS, get_class_names, get_data_loaders, get_normalization
@@ -121,10 +119,6 @@ def one_epoch_test(test_dataloader: DataLoader, model: nn.Module, loss) -> tuple
 # The training loop
 
 
-def new_history() -> dict[str, list[float]]:
-    return {"train_loss": [], "valid_loss": [], "train_accuracy": [], "valid_accuracy": [], "lr": []}
-
-
 def optimize(
     data_loaders: dict[str, DataLoader],
     model: nn.Module,
@@ -157,67 +151,52 @@ def optimize(
         torch.backends.cudnn.benchmark = True  # input sizes are fixed: let cuDNN pick its fastest kernels once
         model.to(memory_format=torch.channels_last)  # the layout tensor cores want for convolutions
     scheduler = scheduler if scheduler is not None else get_scheduler(optimizer, "plateau")
-    settings = run_settings(data_loaders, optimizer, loss, scheduler)
-    history, best_loss, start = new_history(), math.inf, 0
-    state_file = resume_path(save_path)
-    if resume and state_file.exists():
-        state = load_resume_state(state_file, model, optimizer, scheduler, settings, device)
-        history, start = state["history"], state["epoch"]
-        best_loss = best_loss_on_disk(state["best_loss"], save_path)
-        follow_new_schedule(scheduler, optimizer)
-        planned = state.get("n_epochs", n_epochs)
-        if planned != n_epochs and start < n_epochs:
-            print(f"The run was planned for {planned} epochs, now {n_epochs}: the learning-rate schedule now spans "
-                  f"{n_epochs} epochs (lr {optimizer.param_groups[0]['lr']:.2e} for epoch {start + 1}).")  # fmt: skip
-        if start >= n_epochs:
-            print(f"The run at {save_path} already finished {start} epochs: nothing to do (ask for more epochs to "
-                  f"extend it).")  # fmt: skip
-            return history
-        print(f"Resuming after epoch {start} (best validation loss so far {best_loss:.4f}).")
-    else:
-        if resume:
-            print(f"No interrupted run to resume ({state_file} not found): starting from epoch 1.")
-        keep_earlier_run(save_path)
     check_save_folder(save_path, model)  # fails now, not after an hour of training
+    with run_lock(save_path):  # no second process trains into the same files meanwhile
+        settings = run_settings(data_loaders, optimizer, loss, scheduler)
+        state = start_or_resume(save_path, resume, model, optimizer, scheduler, settings, n_epochs, device)
+        history, best_loss, start, state_file = state["history"], state["best_loss"], state["epoch"], resume_path(save_path)
+        if start >= n_epochs:
+            return history
 
-    plot = LivePlot() if interactive_tracking else None
-    epoch = start
-    try:
-        for epoch in range(start + 1, n_epochs + 1):
-            lr = optimizer.param_groups[0]["lr"]
-            train_loss, train_acc = run_epoch(data_loaders["train"], model, loss, optimizer, device, f"Epoch {epoch} train")
-            valid_loss, valid_acc = run_epoch(data_loaders["valid"], model, loss, None, device, f"Epoch {epoch} valid")
-            for key, value in zip(history, (train_loss, valid_loss, train_acc, valid_acc, lr)):
-                history[key].append(value)
+        plot = LivePlot() if interactive_tracking else None
+        epoch = start
+        try:
+            for epoch in range(start + 1, n_epochs + 1):
+                lr = optimizer.param_groups[0]["lr"]
+                train_loss, train_acc = run_epoch(data_loaders["train"], model, loss, optimizer, device, f"Epoch {epoch} train")
+                valid_loss, valid_acc = run_epoch(data_loaders["valid"], model, loss, None, device, f"Epoch {epoch} valid")
+                for key, value in zip(history, (train_loss, valid_loss, train_acc, valid_acc, lr)):
+                    history[key].append(value)
 
-            improved = valid_loss < best_loss * (1 - IMPROVEMENT)
-            if improved:
-                save_torch(model.state_dict(), save_path)
-                best_loss = valid_loss
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(valid_loss)
-            else:
-                scheduler.step()
-            save_torch(resume_state(model, optimizer, scheduler, epoch, n_epochs, best_loss, history, settings), state_file)
-            tqdm.write(
-                f"Epoch {epoch}/{n_epochs}: train loss {train_loss:.4f} acc {100 * train_acc:.1f}% | "
-                f"valid loss {valid_loss:.4f} acc {100 * valid_acc:.1f}% | lr {lr:.2e}"
-                + (" | saved new best" if improved else "")
+                improved = valid_loss < best_loss * (1 - IMPROVEMENT)
+                if improved:
+                    save_torch(model.state_dict(), save_path)
+                    best_loss = valid_loss
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    scheduler.step(valid_loss)
+                else:
+                    scheduler.step()
+                save_torch(resume_state(model, optimizer, scheduler, epoch, n_epochs, best_loss, history, settings), state_file)
+                tqdm.write(
+                    f"Epoch {epoch}/{n_epochs}: train loss {train_loss:.4f} acc {100 * train_acc:.1f}% | "
+                    f"valid loss {valid_loss:.4f} acc {100 * valid_acc:.1f}% | lr {lr:.2e}"
+                    + (" | saved new best" if improved else "")
+                )
+                if plot:
+                    plot.update(history)
+        except (FloatingPointError, WriteError) as err:
+            print(f"Stopped in epoch {epoch}: {err} {_where_the_best_is(save_path)}", file=sys.stderr)
+        except KeyboardInterrupt:
+            print(
+                f"Interrupted in epoch {epoch}. {_where_the_best_is(save_path)} "
+                f"Continue with optimize(..., resume=True) or `python -m src.train ... --resume`.",
+                file=sys.stderr,
             )
+        finally:
             if plot:
-                plot.update(history)
-    except (FloatingPointError, WriteError) as err:
-        print(f"Stopped in epoch {epoch}: {err} {_where_the_best_is(save_path)}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print(
-            f"Interrupted in epoch {epoch}. {_where_the_best_is(save_path)} "
-            f"Continue with optimize(..., resume=True) or `python -m src.train ... --resume`.",
-            file=sys.stderr,
-        )
-    finally:
-        if plot:
-            plot.close()
-    return history
+                plot.close()
+        return history
 
 
 def train_head_on_features(
@@ -296,6 +275,9 @@ def check_save_path(path: Path) -> Path:
     """The --save-path argument: a file path whose folder can be written (checked now, before any work)."""
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{path} is a folder: give a file name, e.g. {path / 'model.pt'}")
+    if path.suffix == ".json" or path.name.endswith((".resume.pt", ".head.pt")):  # a run's other files' names
+        raise argparse.ArgumentTypeError(f"{path.name} is the name of a run record, resume state or head file: "
+                                         f"give a name like {path.parent / 'model.pt'}")  # fmt: skip
     try:
         check_writable(path.parent)
     except WriteError as err:

@@ -2,6 +2,7 @@
 
 import json
 import math
+import subprocess
 
 import matplotlib
 import pytest
@@ -364,12 +365,47 @@ def test_cli_refuses_a_bad_value_in_one_line_before_looking_at_the_data(tmp_path
     assert list(tmp_path.iterdir()) == [], "nothing written"
 
 
-def test_cli_refuses_a_save_path_that_is_a_folder_or_lies_under_a_file(tmp_path, capsys):
+def test_cli_refuses_a_save_path_that_is_a_folder_lies_under_a_file_or_names_a_companion_file(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("x")
-    for save_path, words in ((tmp_path, "is a folder: give a file name"), (tmp_path / "notes.txt" / "m.pt", "is a file")):
+    for save_path, words in (
+        (tmp_path, "is a folder: give a file name"),
+        (tmp_path / "notes.txt" / "m.pt", "is a file"),
+        (tmp_path / "m.json", "m.json is the name of a run record"),  # the run record would overwrite the weights
+        (tmp_path / "m.resume.pt", "is the name of a run record, resume state or head file"),
+    ):
         with pytest.raises(SystemExit):
             main(["--save-path", str(save_path)])
         assert words in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_cli_refuses_a_read_only_save_folder_in_one_line_before_looking_at_the_data(tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        with pytest.raises(SystemExit):
+            main(["--save-path", str(folder / "m.pt")])
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"error: argument --save-path: Cannot write in {folder}: the file system is read-only: save somewhere else."
+    )
+
+
+def test_a_second_process_training_into_the_same_files_is_refused(loaders, tmp_path):
+    save_path = tmp_path / "best.pt"
+    other = subprocess.Popen(["sleep", "30"])  # a live process that "holds" the lock
+    try:
+        (tmp_path / ".best.pt.lock").write_text(str(other.pid))
+        model = small_model()
+        with pytest.raises(ResumeError, match=f"Another training run \\(process {other.pid}\\) is writing"):
+            optimize(loaders, model, get_optimizer(model), get_loss(), 1, save_path, device=CPU)
+    finally:
+        other.kill()
+        other.wait()
+    optimize(loaders, model, get_optimizer(model), get_loss(), 1, save_path, device=CPU)  # a dead owner: taken over
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "best.resume.pt"], "the lock is released"
 
 
 def test_cli_reports_missing_data_in_one_line(tmp_path, monkeypatch, capsys):
