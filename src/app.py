@@ -16,7 +16,7 @@ import ipywidgets as widgets
 
 from src.helpers import PhotoError, open_photo
 from src.predict import top_k
-from src.predictor import SCRATCH_EXPORT, TRANSFER_EXPORT, load_predictor, warm_up
+from src.predictor import SCRATCH_EXPORT, TRANSFER_EXPORT, error_line, load_predictor, warm_up
 
 MODEL_CHOICES = {  # label in the dropdown -> exported file; the first one that exists is the default
     "Transfer learning (EfficientNet-Lite0)": TRANSFER_EXPORT,
@@ -80,39 +80,54 @@ class LandmarkApp:
         """Load and warm up the chosen model; a broken file shows its one-line message."""
         try:
             warm_up(self.predictor())
-        except ValueError as err:
-            self.status.value = message_html(str(err))
+        except Exception as err:  # noqa: BLE001 - the app's boundary: a message on the page, never a traceback
+            self.status.value = message_html(self.model_problem(err))
 
     def predictor(self):
+        """The chosen model, loaded and checked once; a file that failed is tried again next time (it may be fixed)."""
         label = self.model.value
         if label not in self.predictors:
             self.predictors[label] = load_predictor(self.choices[label])
         return self.predictors[label]
 
+    def model_problem(self, err: Exception) -> str:
+        """One line for a model that cannot be used: load_predictor's own line, else the file and the error."""
+        if isinstance(err, ValueError) and str(err).strip() and "\n" not in str(err).strip():
+            return str(err).strip()
+        return f"{self.choices.get(self.model.value, self.model.value)}: cannot use this model ({error_line(err)})."
+
     def show(self) -> None:
-        """Predict every uploaded photo with the chosen model and k; each photo gets a row or an error line."""
+        """Predict every uploaded photo with the chosen model and k; each photo gets a row or an error line.
+
+        Runs from the widgets' observers: whatever goes wrong ends as one line on the page, never an exception.
+        """
         self.status.value = ""
         try:
             predictor = self.predictor()
-        except ValueError as err:
-            self.status.value = message_html(str(err))
+        except Exception as err:  # noqa: BLE001 - the app's boundary
+            self.results.children = ()  # the rows of another model must not look like this one's answers
+            self.status.value = message_html(self.model_problem(err))
             return
-        rows = []
-        for upload in self.upload.value:  # ipywidgets 8: a tuple of dicts with name, type, size, content
-            rows.append(self.photo_row(predictor, upload["name"], bytes(upload["content"])))
-        self.results.children = rows
+        try:  # ipywidgets 8: a tuple of dicts with name, type, size, content
+            uploads = [(str(upload["name"]), bytes(upload["content"])) for upload in self.upload.value]
+        except Exception as err:  # noqa: BLE001 - the app's boundary
+            self.results.children = ()
+            self.status.value = message_html(f"Could not read the uploaded files ({error_line(err)}). Upload again.")
+            return
+        self.results.children = [self.photo_row(predictor, name, content) for name, content in uploads]
 
     def photo_row(self, predictor, name: str, content: bytes) -> widgets.Widget:
+        """The photo's thumbnail and chart, or one error line."""
         try:
             image = open_photo(io.BytesIO(content), name)
             predictions = top_k(predictor, image, self.top_k.value)
+            image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=90)
         except PhotoError as err:
             return widgets.HTML(message_html(f"{err}. Please upload a photo (JPEG, PNG, ...)."))
         except Exception as err:  # noqa: BLE001 - the app must keep working whatever happens with one photo
-            return widgets.HTML(message_html(f"{name}: could not classify this photo ({type(err).__name__}: {err})."))
-        image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=90)
+            return widgets.HTML(message_html(f"{name}: could not classify this photo ({error_line(err)})."))
         picture = widgets.Image(value=buffer.getvalue(), format="jpeg", layout=widgets.Layout(margin="0 16px 0 0"))
         caption = widgets.HTML(f"<b>{html.escape(name)}</b>")
         return widgets.HBox([widgets.VBox([caption, picture]), widgets.HTML(bar_chart_html(predictions))],

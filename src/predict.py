@@ -3,12 +3,11 @@
     python -m src.predict PHOTO [PHOTO ...] [--model checkpoints/transfer_exported.pt] [--top-k 5] [--json]
 
 A photo that cannot be used gets one line on stderr naming it and the problem; the others are still processed, and
-the exit status is 1. A model file that cannot be loaded: one line, exit status 2.
+the exit status is 1. A bad option or a model file that cannot be used: one line, exit status 2, before any photo.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -17,8 +16,9 @@ import src  # noqa: F401 - sets OMP_WAIT_POLICY before torch loads
 import numpy as np
 import torch
 
+from src.checks import POSITIVE_INT
 from src.helpers import PhotoError, landmark_info, open_photo
-from src.predictor import TRANSFER_EXPORT, load_predictor
+from src.predictor import TRANSFER_EXPORT, OneLineParser, error_line, load_predictor
 
 
 def top_k(predictor: torch.jit.ScriptModule, image, k: int = 5) -> list[dict]:
@@ -48,14 +48,15 @@ def format_predictions(photo: str, predictions: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Suggest the most likely landmarks for photos.")
+    for stream in (sys.stdout, sys.stderr):  # a file name the terminal cannot encode must not end the run
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    parser = OneLineParser(description="Suggest the most likely landmarks for photos.")
     parser.add_argument("photos", nargs="+", type=Path, metavar="PHOTO")
     parser.add_argument("--model", type=Path, default=TRANSFER_EXPORT, help=f"exported predictor (default {TRANSFER_EXPORT})")
-    parser.add_argument("--top-k", type=int, default=5, help="how many landmarks to list per photo (default 5)")
+    parser.add_argument("--top-k", type=POSITIVE_INT, default=5, help="how many landmarks per photo (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = parser.parse_args(argv)
-    if args.top_k < 1:
-        parser.error("--top-k must be at least 1")
 
     try:
         predictor = load_predictor(args.model)
@@ -68,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             predictions = top_k(predictor, open_photo(photo), args.top_k)
         except PhotoError as err:
             print(f"error: {err}", file=sys.stderr)
+            failed = True
+            continue
+        except Exception as err:  # noqa: BLE001 - e.g. out of memory: say so, and go on with the next photo
+            print(f"error: {photo}: could not classify this photo ({error_line(err)})", file=sys.stderr)
             failed = True
             continue
         if args.json:

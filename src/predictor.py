@@ -13,11 +13,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import errno
+import io
 import json
-import os
 import sys
 import warnings
+import zipfile
 from pathlib import Path
+from typing import NoReturn
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -28,12 +31,25 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
+from src.checks import check_int
 from src.data import DATASETS, LANDMARK_IMAGE_SIZE, base_dataset, eval_resize_size, get_data_loaders
+from src.files import save_script
 from src.helpers import CHECKPOINTS_DIR, DataError, landmark_place
 from src.train import build_model
 
 SCRATCH_EXPORT = CHECKPOINTS_DIR / "original_exported.pt"
 TRANSFER_EXPORT = CHECKPOINTS_DIR / "transfer_exported.pt"
+HOW_TO_EXPORT = (
+    "Export the model with src.predictor.export_predictor as the notebooks do, or a src.train checkpoint with "
+    "src.predictor.export."
+)
+WARM_UP_PHOTO = (1, 3, 600, 800)  # a blank 800x600 photo: checks a loaded file and warms it up
+# A photo more elongated than MAX_ASPECT:1 keeps only its middle MAX_ASPECT:1 part before it is resized. The centre
+# crop after resizing keeps only the middle image_size/resize_size (224/256) of the shorter side's length along the
+# long side, so it sees the same pixels; without this, a 1 x 20,000 photo resized to 256 px would become 256 x 5,120,000
+# floats (15.7 GB). Panoramas are about 4:1: every ordinary photo keeps exactly the same resize, and a resized photo
+# has at most 256 x 2,048 pixels (6 MB as float32).
+MAX_ASPECT = 8
 
 
 def exported_model_path(kind: str, dataset: str = "landmarks") -> Path:
@@ -62,13 +78,23 @@ class Predictor(nn.Module):
         self.class_places = [landmark_place(name) for name in class_names]  # "" where unknown
         self.image_size = image_size
         self.resize_size = resize_size or eval_resize_size("landmarks", image_size)
+        self.max_aspect = MAX_ASPECT  # an attribute: TorchScript cannot read module globals
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B,3,H,W] uint8 0-255 or float 0-1, H and W >= 1 -> probabilities [B, classes] float32."""
+        if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] < 1 or x.shape[3] < 1:
+            raise ValueError("expected a batch of RGB images shaped [B, 3, H, W] with H and W at least 1")
         with torch.no_grad():
+            height, width = x.shape[-2], x.shape[-1]
+            longest = self.max_aspect * min(height, width)  # see MAX_ASPECT; cropped still uint8, before the float copy
+            if height > longest:
+                x = x[:, :, (height - longest) // 2 : (height - longest) // 2 + longest, :]
+            if width > longest:
+                x = x[:, :, :, (width - longest) // 2 : (width - longest) // 2 + longest]
             if x.dtype == torch.uint8:
-                x = x.float() / 255.0
+                x = x.float().div_(255.0)  # in place: one float copy of the photo (1.1 GB at 90 megapixels), not two
             # Resize the shorter side to resize_size (antialiased, like PIL), then take the central square crop.
             height, width = x.shape[-2], x.shape[-1]
             scale = self.resize_size / min(height, width)
@@ -91,30 +117,97 @@ def quiet_torchscript():
         yield
 
 
-def load_predictor(path: str | Path) -> torch.jit.ScriptModule:
-    """torch.jit.load an exported predictor; a missing or broken file raises ValueError with a one-line fix."""
-    path = Path(path)
-    if not path.is_file():
+def error_line(err: BaseException) -> str:
+    """One line for any exception. A TorchScript error is a traceback of scripted code: its last line is the cause."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    line = (lines[-1] if "TorchScript" in lines[0] else lines[0]) if lines else ""
+    return line if ":" in line else f"{type(err).__name__}: {line}".rstrip(": ")
+
+
+def _read_model_file(path: Path) -> bytes:
+    """The bytes of the TorchScript archive at `path`; a one-line ValueError when it cannot be read or is not one."""
+
+    def not_loadable(why: str) -> ValueError:
+        return ValueError(f"{path}: not a loadable exported model ({why}). {HOW_TO_EXPORT}")
+
+    try:
+        with open(path, "rb") as f:  # one open for every check below: the file cannot change in between
+            start = f.read(4)
+            if not start:
+                raise ValueError(f"{path}: the file is empty (an interrupted save or copy?). {HOW_TO_EXPORT}")
+            if start != b"PK\x03\x04":  # TorchScript files are zip archives
+                raise not_loadable("not a TorchScript file")
+            try:
+                names = zipfile.ZipFile(f).namelist()  # reads only the archive's table of contents
+            except zipfile.BadZipFile:
+                raise not_loadable("the file is truncated or damaged") from None
+            if not any(name.endswith("/constants.pkl") for name in names):  # every TorchScript archive has one
+                saved = any(name.endswith("/data.pkl") for name in names)  # torch.save writes data.pkl, no constants
+                raise not_loadable(f"{'weights saved by torch.save' if saved else 'a zip archive'}, not TorchScript")
+            f.seek(0)
+            return f.read()
+    except FileNotFoundError:  # also a dangling symbolic link, or a file deleted since it was listed
         raise ValueError(
-            f"{path}: no exported model there. Run the notebooks (or `make run`) to export one, or pass --model."
+            f"{path}: no such file: no exported model there. Run the notebooks (or `make run`) to export one, "
+            f"or pass --model."
+        ) from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a folder: give the exported model file (.pt) inside it.") from None
+    except PermissionError:
+        raise ValueError(f"{path}: permission denied: this user may not read the file. Fix its permissions.") from None
+    except OSError as err:
+        problem = "a symbolic link that points back to itself" if err.errno == errno.ELOOP else err.strerror or err
+        raise ValueError(f"{path}: cannot read the file ({problem}).") from None
+
+
+def check_predictor(predictor: torch.jit.ScriptModule, path: str | Path) -> None:
+    """Raise ValueError (one line naming `path`) unless `predictor` is an exported predictor that classifies a photo.
+
+    Runs it once on a blank 800x600 photo (WARM_UP_PHOTO), which also counts as its first warm-up run.
+    """
+    names, places = getattr(predictor, "class_names", None), getattr(predictor, "class_places", None)
+    if not (isinstance(names, list) and names and all(isinstance(name, str) for name in names)):
+        raise ValueError(f"{path}: a TorchScript model without class names, not an exported predictor. {HOW_TO_EXPORT}")
+    if not (isinstance(places, list) and len(places) == len(names)):
+        raise ValueError(f"{path}: an exported predictor without the places of its classes. {HOW_TO_EXPORT}")
+    try:
+        with torch.inference_mode():
+            probabilities = predictor(torch.zeros(WARM_UP_PHOTO, dtype=torch.uint8))
+    except Exception as err:  # noqa: BLE001 - whatever the scripted code raises, the file is not usable
+        raise ValueError(f"{path}: fails on a blank 800x600 photo ({error_line(err)}). {HOW_TO_EXPORT}") from None
+    if not isinstance(probabilities, torch.Tensor) or tuple(probabilities.shape) != (1, len(names)):
+        shape = list(probabilities.shape) if isinstance(probabilities, torch.Tensor) else type(probabilities).__name__
+        raise ValueError(
+            f"{path}: gives {shape} for one photo instead of [1, {len(names)}], one probability per class name. "
+            f"{HOW_TO_EXPORT}"
         )
+    if not (torch.isfinite(probabilities).all() and abs(float(probabilities.sum()) - 1.0) < 1e-3):
+        raise ValueError(f"{path}: its outputs are not probabilities (no softmax?). {HOW_TO_EXPORT}")
+
+
+def load_predictor(path: str | Path) -> torch.jit.ScriptModule:
+    """torch.jit.load an exported predictor and check it (check_predictor); any problem is a one-line ValueError."""
+    path = Path(path)
+    data = _read_model_file(path)
     try:
         with quiet_torchscript():
-            return torch.jit.load(str(path), map_location="cpu").eval()
+            predictor = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
     except Exception as err:  # noqa: BLE001 - torch raises RuntimeError, ValueError, zip errors...
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path}: not a loadable exported model ({first_line}). Export it again.") from None
+        raise ValueError(f"{path}: not a loadable exported model ({error_line(err)}). {HOW_TO_EXPORT}") from None
+    check_predictor(predictor, path)
+    return predictor
 
 
-def warm_up(predictor: nn.Module, runs: int = 2) -> None:
+def warm_up(predictor: nn.Module, runs: int = 1) -> None:
     """Classify a blank 800x600 photo `runs` times, so that the first real photo is not the slow one.
 
-    TorchScript profiles and optimizes a loaded model during its first calls: the first photo takes several times
-    longer than the next ones (bench/predict_latency.py prints both).
+    TorchScript profiles and optimizes a loaded model during its first two calls: they take several times longer than
+    the next ones (bench/predict_latency.py prints both). load_predictor's check was the first call; this is the second
+    (EfficientNet-Lite0 on 2 cores: 0.41 s, then 0.19 s a photo).
     """
     with torch.inference_mode():
         for _ in range(runs):
-            predictor(torch.zeros((1, 3, 600, 800), dtype=torch.uint8))
+            predictor(torch.zeros(WARM_UP_PHOTO, dtype=torch.uint8))
 
 
 def export_predictor(
@@ -130,15 +223,33 @@ def export_predictor(
 
     resize_size must match the eval transform: src.data.eval_resize_size(dataset, image_size); None means landmarks.
     Returns the scripted predictor. The model is copied to the CPU; the original is left where it was.
+    Raises ValueError (one line, nothing written) for settings that make no sense or a model whose output width is not
+    len(class_names); src.files.WriteError (one line) when the file cannot be written: a previous file stays intact.
     """
+    check_int(image_size, 1, "image_size")
+    if resize_size is not None:  # the shorter side before the central image_size crop: at least the crop
+        check_int(resize_size, image_size, "resize_size")
+    if not (isinstance(class_names, (list, tuple)) and class_names and all(isinstance(n, str) for n in class_names)):
+        raise ValueError(f"class_names must be a non-empty list of names, got {class_names!r}")
+    if len(set(class_names)) != len(class_names):
+        raise ValueError(f"class_names must all be different, got {list(class_names)!r}")
+    for name, values in (("mean", torch.as_tensor(mean).flatten()), ("std", torch.as_tensor(std).flatten())):
+        if values.numel() != 3 or not torch.isfinite(values).all() or (name == "std" and (values <= 0).any()):
+            raise ValueError(f"{name} must be 3 finite numbers (R, G, B), std above 0, got {values.tolist()}")
     predictor = Predictor(copy.deepcopy(model).cpu(), class_names, mean, std, image_size, resize_size).eval()
+    try:  # one blank photo through the eager predictor: the model's output width must be one per class name
+        with torch.no_grad():
+            shape = list(predictor(torch.zeros((1, 3, image_size, image_size), dtype=torch.uint8)).shape)
+    except Exception as err:  # noqa: BLE001 - the model's own error, in one line (its traceback stays chained)
+        raise ValueError(f"the model fails on a [1, 3, {image_size}, {image_size}] image ({error_line(err)})") from err
+    if shape != [1, len(class_names)]:
+        raise ValueError(
+            f"the model gives {shape} for one image instead of [1, {len(class_names)}], one output per class name: "
+            f"build it with {len(class_names)} classes, or pass the class names it was trained with"
+        )
     with quiet_torchscript():
         scripted = torch.jit.script(predictor)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    scripted.save(str(tmp))
-    os.replace(tmp, path)
+        save_script(scripted, path)  # atomic; ScriptModule.save itself would abort the process on a full disk
     return scripted
 
 
@@ -204,16 +315,23 @@ def most_confused_pairs(confusion: np.ndarray, class_names: list[str], k: int = 
     return [pair for pair in pairs if pair[2] > 0]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr, `error: argument --top-k: must be at least 1, got 0`, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (--help lists the options)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """python -m src.predictor [--dataset D] [MODEL ...]: test exported predictors on the test split."""
-    parser = argparse.ArgumentParser(description="Test exported predictors on the test split; prints their accuracy.")
-    parser.add_argument("models", nargs="*", type=Path, help="default: both exported models of the dataset")
+    parser = OneLineParser(description="Test exported predictors on the test split; prints their accuracy.")
+    parser.add_argument("models", nargs="*", type=Path, metavar="MODEL", help="default: the dataset's exported models")
     parser.add_argument("--dataset", choices=DATASETS, default="landmarks")
     args = parser.parse_args(argv)
     models = args.models or [exported_model_path(kind, args.dataset) for kind in ("scratch", "transfer")]
     try:
+        predictors = [load_predictor(path) for path in models]  # first: a bad file stops before the test split is read
         test_loader = get_data_loaders(batch_size=1, num_workers=0, dataset=args.dataset)["test"]
-        predictors = [load_predictor(path) for path in models]
     except (DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

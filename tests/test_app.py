@@ -19,7 +19,7 @@ import src.app as app_module
 from src.app import LandmarkApp, bar_chart_html
 from src.helpers import open_photo
 from src.predict import top_k
-from src.predictor import load_predictor
+from src.predictor import load_predictor, quiet_torchscript
 
 PROJECT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -117,6 +117,83 @@ def test_a_broken_model_file_is_a_message_not_a_traceback(tmp_path):
     assert "not a loadable exported model" in app.status.value, "said when the app starts"
     upload(app, ("a.jpg", jpeg_bytes()))
     assert "not a loadable exported model" in app.status.value and app.results.children == ()
+
+
+def one_line_message(html_text: str) -> bool:
+    """True if the page shows exactly one message, on one line, without a traceback."""
+    return html_text.count("<div") == 1 and "\n" not in html_text and "Traceback" not in html_text
+
+
+@pytest.fixture
+def bare_model(small_scratch_model, tmp_path) -> Path:
+    """torch.jit.script(MyModel) saved as is: a TorchScript file, but not an exported predictor."""
+    import torch
+
+    path = tmp_path / "bare.pt"
+    with quiet_torchscript():
+        torch.jit.script(small_scratch_model).save(str(path))
+    return path
+
+
+def test_a_file_that_is_not_a_predictor_is_one_line_and_a_good_model_can_still_be_chosen(bare_model, exported_scratch):
+    app = LandmarkApp({"Bare": bare_model, "Scratch": exported_scratch})
+    assert "without class names" in app.status.value and one_line_message(app.status.value), "said when the app starts"
+    upload(app, ("a.jpg", jpeg_bytes()), ("b.jpg", jpeg_bytes(1)))  # no exception escapes the observer
+    assert "without class names" in app.status.value and one_line_message(app.status.value)
+    assert app.results.children == ()
+    app.model.value = "Scratch"
+    assert app.status.value == "" and len(app.results.children) == 2
+    assert 'class="chart"' in app.results.children[0].children[1].value
+    app.model.value = "Bare"
+    assert "without class names" in app.status.value and app.results.children == (), "no answers of another model"
+
+
+def test_a_model_file_deleted_after_the_app_started_is_one_line(exported_scratch, tmp_path):
+    other = tmp_path / "transfer_exported.pt"
+    shutil.copy(exported_scratch, other)
+    app = LandmarkApp({"Scratch": exported_scratch, "Transfer": other})
+    other.unlink()
+    app.model.value = "Transfer"
+    assert f"{other}: no such file" in app.status.value and one_line_message(app.status.value)
+
+
+def torchscript_error(*args, **kwargs):
+    raise RuntimeError(
+        "The following operation failed in the TorchScript interpreter.\nTraceback of TorchScript (most recent call "
+        "last):\n  File \"code/__torch__.py\", line 8\nRuntimeError: out of memory"
+    )
+
+
+def test_any_error_while_preparing_the_model_is_one_line(exported_scratch, monkeypatch):
+    monkeypatch.setattr(app_module, "warm_up", torchscript_error)
+    app = LandmarkApp({"Scratch": exported_scratch})
+    assert f"{exported_scratch}: cannot use this model (RuntimeError: out of memory)" in app.status.value
+    assert one_line_message(app.status.value)
+
+
+def test_any_error_while_loading_the_model_for_an_upload_is_one_line(exported_scratch, monkeypatch):
+    app = LandmarkApp({"Scratch": exported_scratch})
+    app.predictors.clear()
+
+    def no_memory(path):
+        raise MemoryError()
+
+    monkeypatch.setattr(app_module, "load_predictor", no_memory)
+    upload(app, ("a.jpg", jpeg_bytes()))
+    assert "cannot use this model (MemoryError)" in app.status.value and one_line_message(app.status.value)
+
+
+def test_any_error_with_one_photo_is_one_line_in_its_row_and_the_others_are_shown(app, monkeypatch):
+    real_top_k = app_module.top_k
+
+    def fails_on_the_small_photo(predictor, image, k):
+        return torchscript_error() if image.width == 100 else real_top_k(predictor, image, k)
+
+    monkeypatch.setattr(app_module, "top_k", fails_on_the_small_photo)
+    upload(app, ("big.jpg", jpeg_bytes(0, (100, 80))), ("good.jpg", jpeg_bytes(1)))
+    failed, good = app.results.children
+    assert "big.jpg: could not classify this photo (RuntimeError: out of memory)" in failed.value
+    assert one_line_message(failed.value) and 'class="chart"' in good.children[1].value
 
 
 # ----------------------------------------------------------------------------------------------------------------------

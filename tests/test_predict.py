@@ -1,13 +1,18 @@
 """Specification of the predict CLI (src/predict.py): top-k landmarks per photo, and one clear line per bad input."""
 
 import json
+import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import src.predict
 from src.predict import main
+from src.predictor import export_predictor, quiet_torchscript
 from tests.conftest import LANDMARK_NAMES, SAMPLES, requires_samples
 
 
@@ -97,6 +102,99 @@ def test_unusual_image_modes_are_converted(mode, exported_scratch, tmp_path, cap
     Image.new("RGB", (320, 240), (90, 140, 200)).convert(mode).save(path)
     code, out, _ = run(capsys, path, "--model", exported_scratch, "--top-k", "1")
     assert code == 0 and len(out.strip().splitlines()) == 2
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A valid PNG header that declares width x height pixels, followed by almost no pixel data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(bytes(100))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def test_hostile_photos_each_get_one_line_and_odd_but_valid_ones_are_classified(exported_scratch, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)) for _ in range(3)]
+    frames[0].save(tmp_path / "animation.gif", save_all=True, append_images=frames[1:], duration=100)
+    Image.fromarray(rng.integers(0, 65536, (60, 80)).astype(np.uint16)).save(tmp_path / "sixteen_bit.png")
+    Image.new("RGB", (20_000, 1), (40, 90, 200)).save(tmp_path / "one_pixel_high.png")  # 150 bytes on disk
+    Image.new("RGB", (1, 20_000), (40, 90, 200)).save(tmp_path / "one_pixel_wide.png")
+    Image.new("RGB", (1, 1), (40, 90, 200)).save(tmp_path / "one_pixel.png")
+    frames[0].save(tmp_path / "Tōkyō 東京 ☀.jpg")
+    frames[0].save(tmp_path / os.fsdecode(b"caf\xe9.jpg"))  # a name that is not UTF-8: cannot be printed as it is
+    good = sorted(tmp_path.iterdir())
+    bad = {"drawing.svg": "not an image file", "declares_81_megapixels.png": "damaged or truncated",
+           "declares_3600_megapixels.png": "too large to open safely", "loop.jpg": "cannot read the file",
+           "dangling.jpg": "no such file", "pipe.jpg": "not a regular file"}  # fmt: skip
+    (tmp_path / "drawing.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"></svg>')
+    (tmp_path / "declares_81_megapixels.png").write_bytes(png_declaring(9_000, 9_000))
+    (tmp_path / "declares_3600_megapixels.png").write_bytes(png_declaring(60_000, 60_000))
+    (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    os.mkfifo(tmp_path / "pipe.jpg")  # opening it would wait for a writer forever
+    code, out, err = run(capsys, *good, *(tmp_path / name for name in bad), "--model", exported_scratch, "--top-k", "1")
+    assert code == 1
+    assert len(out.splitlines()) == 2 * len(good) and "caf\\udce9.jpg" in out and "Tōkyō 東京 ☀.jpg" in out
+    error_lines = err.splitlines()
+    assert len(error_lines) == len(bad)
+    for (name, words), line in zip(bad.items(), error_lines):
+        assert line.startswith(f"error: {tmp_path / name}: ") and words in line, line
+
+
+def test_a_photo_the_model_fails_on_is_one_line_and_the_next_photo_is_still_classified(
+    exported_scratch, good_photo, tmp_path, monkeypatch, capsys
+):
+    top_k = src.predict.top_k
+    failing = tmp_path / "fails.jpg"
+    failing.write_bytes(good_photo.read_bytes())
+
+    def sometimes_fails(predictor, image, k):
+        if image.size == (800, 600) and not sometimes_fails.failed:
+            sometimes_fails.failed = True
+            raise RuntimeError("The following operation failed in the TorchScript interpreter.\n"
+                               "RuntimeError: out of memory")  # fmt: skip
+        return top_k(predictor, image, k)
+
+    sometimes_fails.failed = False
+    monkeypatch.setattr(src.predict, "top_k", sometimes_fails)
+    code, out, err = run(capsys, failing, good_photo, "--model", exported_scratch)
+    assert code == 1 and err == f"error: {failing}: could not classify this photo (RuntimeError: out of memory)\n"
+    assert out.startswith(str(good_photo))
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [(["--top-k", "0"], "argument --top-k: must be at least 1, got 0"),
+     (["--top-k", "many"], "argument --top-k: must be a whole number, got 'many'"),
+     ([], "the following arguments are required: PHOTO")],
+)  # fmt: skip
+def test_a_bad_option_is_one_line_and_exit_status_2_before_any_work(argv, words, good_photo, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*([str(good_photo)] if argv else []), *argv])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2 and captured.out == ""
+    assert captured.err.startswith("error: ") and words in captured.err and captured.err.count("\n") == 1
+
+
+def test_a_scripted_model_that_is_not_a_predictor_is_one_line(small_scratch_model, good_photo, tmp_path, capsys):
+    import torch
+
+    bare = tmp_path / "my_model.pt"
+    with quiet_torchscript():
+        torch.jit.script(small_scratch_model).save(str(bare))
+    code, out, err = run(capsys, good_photo, "--model", bare)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"error: {bare}: a TorchScript model without class names") and "export_predictor" in err
+
+
+def test_top_k_larger_than_the_classes_lists_every_class(small_scratch_model, good_photo, tmp_path, capsys):
+    import torch
+
+    two_classes = torch.nn.Sequential(small_scratch_model, torch.nn.Linear(3, 2)).eval()
+    export_predictor(two_classes, LANDMARK_NAMES[:2], [0.5] * 3, [0.25] * 3, tmp_path / "two.pt")
+    code, out, _ = run(capsys, good_photo, "--model", tmp_path / "two.pt", "--top-k", "10")
+    assert code == 0 and len(out.strip().splitlines()) == 3
 
 
 @requires_samples

@@ -1,8 +1,13 @@
 """Specification of src/predictor.py: the exported predictor file and the tools to test it."""
 
+import errno
 import json
+import os
+import shutil
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -11,7 +16,10 @@ import torch
 from PIL import Image
 
 from src.data import eval_resize_size, get_data_loaders, get_transforms
+from src.files import WriteError
 from src.predictor import (
+    HOW_TO_EXPORT,
+    MAX_ASPECT,
     Predictor,
     export,
     export_predictor,
@@ -77,6 +85,65 @@ def test_any_photo_size_works(width, height, exported_scratch):
     assert predictor(photo(width, height)).shape == (1, 3)
 
 
+def reference(model: torch.nn.Module, image: torch.Tensor, image_size: int = 224, resize_size: int = 256):
+    """Probabilities [B, classes] by the plain formula: shorter side to resize_size (antialiased bilinear), central
+    crop, normalize, model, softmax."""
+    x = image.float() / 255.0
+    height, width = x.shape[-2:]
+    scale = resize_size / min(height, width)
+    new_height, new_width = max(round(height * scale), image_size), max(round(width * scale), image_size)
+    x = torch.nn.functional.interpolate(x, size=[new_height, new_width], mode="bilinear", antialias=True)
+    top, left = round((new_height - image_size) / 2), round((new_width - image_size) / 2)
+    x = x[:, :, top : top + image_size, left : left + image_size]
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        return torch.softmax(model((x - mean) / std), dim=1)
+
+
+@pytest.mark.parametrize("width, height", [(800, 600), (600, 800), (1600, 400)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["NCHW", "channels_last"])
+def test_ordinary_photos_get_bit_identical_probabilities(width, height, layout, small_scratch_model, exported_scratch):
+    image = photo(width, height).contiguous(memory_format=layout)
+    expected = reference(small_scratch_model, image)
+    assert torch.equal(Predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD)(image), expected)
+    exported = load_predictor(exported_scratch)
+    assert all(torch.equal(exported(image), expected) for _ in range(3)), "also once TorchScript has optimized it"
+
+
+@pytest.mark.parametrize("width, height", [(20_000, 1), (1, 20_000), (1, 1), (100_000, 3)])
+def test_odd_shapes_give_probabilities_and_a_bounded_resize(
+    width, height, small_scratch_model, exported_scratch, monkeypatch
+):
+    """A 1 x 20,000 photo used to be resized to 256 x 5,120,000 floats (15.7 GB): only the middle 8:1 is resized now."""
+    sizes, interpolate = [], torch.nn.functional.interpolate
+
+    def recording(x, size, **kwargs):
+        sizes.append(size)
+        return interpolate(x, size, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "interpolate", recording)  # the eager Predictor looks it up at each call
+    image = torch.randint(0, 256, (1, 3, height, width), dtype=torch.uint8)
+    eager = Predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD)(image)
+    [(new_height, new_width)] = sizes
+    assert max(new_height, new_width) <= 256 * MAX_ASPECT and min(new_height, new_width) == 256
+    probabilities = load_predictor(exported_scratch)(image)
+    assert probabilities.shape == (1, 3) and float(probabilities.sum()) == pytest.approx(1.0, abs=1e-5)
+    assert torch.allclose(probabilities, eager, atol=1e-6)
+
+
+def test_an_elongated_photo_is_classified_from_the_same_middle_as_before(small_scratch_model):
+    image = photo(4000, 400)  # 10:1, wider than MAX_ASPECT: cropped to 8:1 before resizing, same centre crop after
+    got = Predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD)(image)
+    assert (got - reference(small_scratch_model, image)).abs().max() < 1e-4
+
+
+def test_a_tensor_that_is_not_a_batch_of_rgb_images_is_refused_in_one_line(exported_scratch):
+    predictor = load_predictor(exported_scratch)
+    for wrong in (torch.zeros(3, 60, 80, dtype=torch.uint8), torch.zeros(1, 1, 60, 80), torch.zeros(1, 3, 0, 80)):
+        with pytest.raises(Exception, match="expected a batch of RGB images shaped"):
+            predictor(wrong)
+
+
 def test_the_predictor_preprocesses_like_the_eval_transform(small_scratch_model):
     """What the app sees must match what validation saw: resize 256, center crop 224, normalize."""
     image = Image.fromarray(np.asarray(photo(800, 600)[0].permute(1, 2, 0)))
@@ -128,6 +195,128 @@ def test_the_transfer_predictor_exports_and_reloads(transfer_model, tmp_path):
     eager = Predictor(transfer_model, LANDMARK_NAMES, PRETRAINED_MEAN, PRETRAINED_STD)
     image = photo(600, 800)
     assert (reloaded(image) - eager(image)).abs().max() <= 1e-5
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# What load_predictor and export_predictor accept
+
+
+class NotAPredictor(torch.nn.Module):
+    """A scriptable module with class names that fails on a photo, or returns scores that are not probabilities."""
+
+    def __init__(self, fails: bool):
+        super().__init__()
+        self.class_names, self.class_places, self.fails = LANDMARK_NAMES, ["", "", ""], fails
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(-1, 7) if self.fails else torch.ones(x.shape[0], 3)
+
+
+def model_file(kind: str, folder: Path, exported: Path, model: torch.nn.Module) -> Path:
+    """A file --model might be given that is not a usable exported predictor."""
+    path = folder / f"{kind}.pt"
+    if kind in ("bare MyModel", "width mismatch", "fails on a photo", "no softmax"):
+        module = {"bare MyModel": model, "width mismatch": Predictor(model, LANDMARK_NAMES[:2], MEAN, STD),
+                  "fails on a photo": NotAPredictor(fails=True), "no softmax": NotAPredictor(fails=False)}[kind]
+        with quiet_torchscript():
+            script(module).save(str(path))
+    elif kind == "weights":
+        torch.save(model.state_dict(), path)
+    elif kind == "zip of something else":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("photos/readme.txt", "holiday photos")
+    elif kind in ("empty", "text"):
+        path.write_text("" if kind == "empty" else "a model, honestly")
+    elif kind == "truncated":
+        path.write_bytes(exported.read_bytes()[: exported.stat().st_size // 2])
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "symlink loop":
+        path.symlink_to(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, words",
+    [("bare MyModel", "a TorchScript model without class names"), ("width mismatch", "instead of [1, 2]"),
+     ("fails on a photo", "fails on a blank 800x600 photo (RuntimeError: shape '[-1, 7]' is invalid"),
+     ("no softmax", "not probabilities"), ("weights", "weights saved by torch.save"),
+     ("zip of something else", "a zip archive"), ("empty", "the file is empty"), ("text", "not a TorchScript file"),
+     ("truncated", "truncated or damaged"), ("folder", "is a folder"), ("symlink loop", "points back to itself"),
+     ("missing", "no such file")],
+)  # fmt: skip
+def test_a_file_that_is_not_a_usable_predictor_is_one_line_naming_it(
+    kind, words, exported_scratch, small_scratch_model, tmp_path
+):
+    path = model_file(kind, tmp_path, exported_scratch, small_scratch_model)
+    with pytest.raises(ValueError) as info:
+        load_predictor(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and words in message and "\n" not in message, message
+    if kind not in ("folder", "symlink loop", "missing"):
+        assert message.endswith(HOW_TO_EXPORT)
+
+
+@pytest.mark.parametrize(
+    "error, words",
+    [(PermissionError(errno.EACCES, "Permission denied"), "permission denied"),
+     (FileNotFoundError(errno.ENOENT, "No such file or directory"), "no such file"),
+     (OSError(errno.EIO, "Input/output error"), "cannot read the file (Input/output error)")],
+)  # fmt: skip
+def test_a_model_file_that_cannot_be_read_says_why(error, words, exported_scratch, monkeypatch):
+    """As root, chmod does not stop reads: the error comes from a stand-in for open (or the file was just deleted)."""
+
+    def refuse(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("src.predictor.open", refuse, raising=False)  # shadows the builtin in src.predictor only
+    with pytest.raises(ValueError) as info:
+        load_predictor(exported_scratch)
+    assert str(info.value).startswith(f"{exported_scratch}: {words}") and "not a loadable" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [({"class_names": LANDMARK_NAMES[:2]}, "the model gives [1, 3] for one image instead of [1, 2]"),
+     ({"class_names": []}, "class_names must be a non-empty list"),
+     ({"class_names": ["A", "B", "A"]}, "class_names must all be different"),
+     ({"image_size": 0}, "image_size must be at least 1, got 0"),
+     ({"resize_size": 200}, "resize_size must be at least 224, got 200"),
+     ({"resize_size": -256}, "resize_size must be at least 224, got -256"),
+     ({"std": [0.25, 0.0, 0.25]}, "std must be 3 finite numbers"), ({"mean": [0.5]}, "mean must be 3 finite numbers")],
+)  # fmt: skip
+def test_export_refuses_settings_that_make_no_sense_before_writing(change, words, small_scratch_model, tmp_path):
+    settings = {"class_names": LANDMARK_NAMES, "mean": MEAN, "std": STD, **change}
+    with pytest.raises(ValueError) as info:
+        export_predictor(small_scratch_model, path=tmp_path / "exported.pt", **settings)
+    assert words in str(info.value) and "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == [], "nothing written"
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MB file system (tmpfs) at tmp_path/disk; skipped where it cannot be mounted (needs root)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = shutil.which("mount")
+    command = [mount, "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)]
+    if mount is None or subprocess.run(command, capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_export_to_a_full_disk_is_one_line_and_keeps_the_previous_file(small_scratch_model, transfer_model, tiny_disk):
+    path = tiny_disk / "exported.pt"
+    export_predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD, path)  # about 0.1 MB: fits
+    before = path.read_bytes()
+    with pytest.raises(WriteError) as info:
+        export_predictor(transfer_model, LANDMARK_NAMES, MEAN, STD, path)  # about 14 MB: does not
+    assert "the disk is full" in str(info.value) and "\n" not in str(info.value)
+    assert path.read_bytes() == before and os.listdir(tiny_disk) == ["exported.pt"], "no temporary file left"
+    assert list(load_predictor(path).class_names) == LANDMARK_NAMES
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -187,3 +376,26 @@ def test_the_command_line_says_in_one_line_when_a_model_is_missing(landmark_data
     assert main([str(tmp_path / "nothing.pt")]) == 2
     err = capsys.readouterr().err
     assert "no exported model there" in err and err.count("\n") == 1
+
+
+def test_the_command_line_checks_every_model_before_reading_the_test_split(
+    exported_scratch, small_scratch_model, tmp_path, monkeypatch, capsys
+):
+    import src.predictor
+
+    monkeypatch.setattr(src.predictor, "get_data_loaders", lambda **_: pytest.fail("the test split was read first"))
+    bare = model_file("bare MyModel", tmp_path, exported_scratch, small_scratch_model)
+    assert src.predictor.main([str(exported_scratch), str(bare)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bare}: a TorchScript model without class names") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, words", [(["--dataset", "imagenet"], "argument --dataset: invalid choice"),
+                                         (["--bogus"], "unrecognized arguments: --bogus")])  # fmt: skip
+def test_the_command_line_refuses_bad_options_in_one_line(argv, words, capsys):
+    from src.predictor import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and words in err and err.count("\n") == 1
