@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Callable
+from typing import Callable, NoReturn
 
 
 class OptionError(ValueError, argparse.ArgumentTypeError):
     """A setting out of range. A ValueError for Python callers; argparse prints it as `argument --x: <message>`."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr, `error: argument --top-k: must be at least 1, got 0`, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (--help lists the options)\n")
 
 
 def _fail(name: str | None, requirement: str, value: object) -> OptionError:

@@ -12,11 +12,13 @@ torch 2.14.1 on a 1 MB tmpfs). Python's file writes fail with a plain OSError in
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -88,10 +90,20 @@ def save_torch(obj: object, path: str | Path) -> Path:
     return write_atomically(path, buffer.getbuffer())
 
 
+@contextlib.contextmanager
+def quiet_torchscript():
+    """Silence torch 2.14's "torch.jit.script/load is deprecated" FutureWarning: TorchScript still works, and it is
+    the format that loads without this project's code. Other warnings still show."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+        yield
+
+
 def save_script(module: torch.jit.ScriptModule, path: str | Path) -> Path:
     """Save a TorchScript module to `path` atomically; see write_atomically."""
     buffer = io.BytesIO()
-    torch.jit.save(module, buffer)
+    with quiet_torchscript():
+        torch.jit.save(module, buffer)
     return write_atomically(path, buffer.getbuffer())
 
 

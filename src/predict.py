@@ -16,9 +16,9 @@ import src  # noqa: F401 - sets OMP_WAIT_POLICY before torch loads
 import numpy as np
 import torch
 
-from src.checks import POSITIVE_INT
+from src.checks import POSITIVE_INT, OneLineParser
+from src.exported import TRANSFER_EXPORT, error_line, load_predictor
 from src.helpers import PhotoError, landmark_info, open_photo
-from src.predictor import TRANSFER_EXPORT, OneLineParser, error_line, load_predictor
 
 
 def top_k(predictor: torch.jit.ScriptModule, image, k: int = 5) -> list[dict]:

@@ -10,17 +10,10 @@ names and places, so nothing can drift apart between training and the app.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import copy
-import errno
-import io
 import json
 import sys
-import warnings
-import zipfile
 from pathlib import Path
-from typing import NoReturn
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -31,32 +24,19 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from src.checks import check_int
+from src.checks import OneLineParser, check_int
 from src.data import DATASETS, LANDMARK_IMAGE_SIZE, base_dataset, eval_resize_size, get_data_loaders
-from src.files import save_script
-from src.helpers import CHECKPOINTS_DIR, DataError, landmark_place
+from src.exported import error_line, exported_model_path, load_predictor
+from src.files import quiet_torchscript, save_script
+from src.helpers import DataError, landmark_place
 from src.train import build_model
 
-SCRATCH_EXPORT = CHECKPOINTS_DIR / "original_exported.pt"
-TRANSFER_EXPORT = CHECKPOINTS_DIR / "transfer_exported.pt"
-HOW_TO_EXPORT = (
-    "Export the model with src.predictor.export_predictor as the notebooks do, or a src.train checkpoint with "
-    "src.predictor.export."
-)
-WARM_UP_PHOTO = (1, 3, 600, 800)  # a blank 800x600 photo: checks a loaded file and warms it up
 # A photo more elongated than MAX_ASPECT:1 keeps only its middle MAX_ASPECT:1 part before it is resized. The centre
 # crop after resizing keeps only the middle image_size/resize_size (224/256) of the shorter side's length along the
 # long side, so it sees the same pixels; without this, a 1 x 20,000 photo resized to 256 px would become 256 x 5,120,000
 # floats (15.7 GB). Panoramas are about 4:1: every ordinary photo keeps exactly the same resize, and a resized photo
 # has at most 256 x 2,048 pixels (6 MB as float32).
 MAX_ASPECT = 8
-
-
-def exported_model_path(kind: str, dataset: str = "landmarks") -> Path:
-    """Where the notebooks export a model: kind "scratch" or "transfer". Models of another dataset than the
-    landmarks get their own file (e.g. original_exported_fashion-mnist.pt), so they never replace the app's models."""
-    path = {"scratch": SCRATCH_EXPORT, "transfer": TRANSFER_EXPORT}[kind]
-    return path if dataset == "landmarks" else path.with_name(f"{path.stem}_{dataset}.pt")
 
 
 class Predictor(nn.Module):
@@ -106,108 +86,6 @@ class Predictor(nn.Module):
             x = x[:, :, top : top + self.image_size, left : left + self.image_size]
             x = (x - self.mean) / self.std
             return F.softmax(self.model(x), dim=1)
-
-
-@contextlib.contextmanager
-def quiet_torchscript():
-    """Silence torch 2.14's "torch.jit.script/load is deprecated" FutureWarning: TorchScript still works, and it is
-    the format that loads without this project's code. Other warnings still show."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
-        yield
-
-
-def error_line(err: BaseException) -> str:
-    """One line for any exception. A TorchScript error is a traceback of scripted code: its last line is the cause."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    line = (lines[-1] if "TorchScript" in lines[0] else lines[0]) if lines else ""
-    return line if ":" in line else f"{type(err).__name__}: {line}".rstrip(": ")
-
-
-def _read_model_file(path: Path) -> bytes:
-    """The bytes of the TorchScript archive at `path`; a one-line ValueError when it cannot be read or is not one."""
-
-    def not_loadable(why: str) -> ValueError:
-        return ValueError(f"{path}: not a loadable exported model ({why}). {HOW_TO_EXPORT}")
-
-    try:
-        with open(path, "rb") as f:  # one open for every check below: the file cannot change in between
-            start = f.read(4)
-            if not start:
-                raise ValueError(f"{path}: the file is empty (an interrupted save or copy?). {HOW_TO_EXPORT}")
-            if start != b"PK\x03\x04":  # TorchScript files are zip archives
-                raise not_loadable("not a TorchScript file")
-            try:
-                names = zipfile.ZipFile(f).namelist()  # reads only the archive's table of contents
-            except zipfile.BadZipFile:
-                raise not_loadable("the file is truncated or damaged") from None
-            if not any(name.endswith("/constants.pkl") for name in names):  # every TorchScript archive has one
-                saved = any(name.endswith("/data.pkl") for name in names)  # torch.save writes data.pkl, no constants
-                raise not_loadable(f"{'weights saved by torch.save' if saved else 'a zip archive'}, not TorchScript")
-            f.seek(0)
-            return f.read()
-    except FileNotFoundError:  # also a dangling symbolic link, or a file deleted since it was listed
-        raise ValueError(
-            f"{path}: no such file: no exported model there. Run the notebooks (or `make run`) to export one, "
-            f"or pass --model."
-        ) from None
-    except IsADirectoryError:
-        raise ValueError(f"{path}: is a folder: give the exported model file (.pt) inside it.") from None
-    except PermissionError:
-        raise ValueError(f"{path}: permission denied: this user may not read the file. Fix its permissions.") from None
-    except OSError as err:
-        problem = "a symbolic link that points back to itself" if err.errno == errno.ELOOP else err.strerror or err
-        raise ValueError(f"{path}: cannot read the file ({problem}).") from None
-
-
-def check_predictor(predictor: torch.jit.ScriptModule, path: str | Path) -> None:
-    """Raise ValueError (one line naming `path`) unless `predictor` is an exported predictor that classifies a photo.
-
-    Runs it once on a blank 800x600 photo (WARM_UP_PHOTO), which also counts as its first warm-up run.
-    """
-    names, places = getattr(predictor, "class_names", None), getattr(predictor, "class_places", None)
-    if not (isinstance(names, list) and names and all(isinstance(name, str) for name in names)):
-        raise ValueError(f"{path}: a TorchScript model without class names, not an exported predictor. {HOW_TO_EXPORT}")
-    if not (isinstance(places, list) and len(places) == len(names)):
-        raise ValueError(f"{path}: an exported predictor without the places of its classes. {HOW_TO_EXPORT}")
-    try:
-        with torch.inference_mode():
-            probabilities = predictor(torch.zeros(WARM_UP_PHOTO, dtype=torch.uint8))
-    except Exception as err:  # noqa: BLE001 - whatever the scripted code raises, the file is not usable
-        raise ValueError(f"{path}: fails on a blank 800x600 photo ({error_line(err)}). {HOW_TO_EXPORT}") from None
-    if not isinstance(probabilities, torch.Tensor) or tuple(probabilities.shape) != (1, len(names)):
-        shape = list(probabilities.shape) if isinstance(probabilities, torch.Tensor) else type(probabilities).__name__
-        raise ValueError(
-            f"{path}: gives {shape} for one photo instead of [1, {len(names)}], one probability per class name. "
-            f"{HOW_TO_EXPORT}"
-        )
-    if not (torch.isfinite(probabilities).all() and abs(float(probabilities.sum()) - 1.0) < 1e-3):
-        raise ValueError(f"{path}: its outputs are not probabilities (no softmax?). {HOW_TO_EXPORT}")
-
-
-def load_predictor(path: str | Path) -> torch.jit.ScriptModule:
-    """torch.jit.load an exported predictor and check it (check_predictor); any problem is a one-line ValueError."""
-    path = Path(path)
-    data = _read_model_file(path)
-    try:
-        with quiet_torchscript():
-            predictor = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
-    except Exception as err:  # noqa: BLE001 - torch raises RuntimeError, ValueError, zip errors...
-        raise ValueError(f"{path}: not a loadable exported model ({error_line(err)}). {HOW_TO_EXPORT}") from None
-    check_predictor(predictor, path)
-    return predictor
-
-
-def warm_up(predictor: nn.Module, runs: int = 1) -> None:
-    """Classify a blank 800x600 photo `runs` times, so that the first real photo is not the slow one.
-
-    TorchScript profiles and optimizes a loaded model during its first two calls: they take several times longer than
-    the next ones (bench/predict_latency.py prints both). load_predictor's check was the first call; this is the second
-    (EfficientNet-Lite0 on 2 cores: 0.41 s, then 0.19 s a photo).
-    """
-    with torch.inference_mode():
-        for _ in range(runs):
-            predictor(torch.zeros(WARM_UP_PHOTO, dtype=torch.uint8))
 
 
 def export_predictor(
@@ -313,13 +191,6 @@ def most_confused_pairs(confusion: np.ndarray, class_names: list[str], k: int = 
     order = np.argsort(off_diagonal, axis=None)[::-1][:k]
     pairs = [(class_names[i], class_names[j], int(off_diagonal[i, j])) for i, j in zip(*np.unravel_index(order, confusion.shape))]
     return [pair for pair in pairs if pair[2] > 0]
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one line on stderr, `error: argument --top-k: must be at least 1, got 0`, exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (--help lists the options)\n")
 
 
 def main(argv: list[str] | None = None) -> int:

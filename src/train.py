@@ -30,7 +30,15 @@ from src.checkpoints import (
     run_settings,
     start_or_resume,
 )
-from src.checks import FRACTION, NON_NEGATIVE_FLOAT, NUM_WORKERS, POSITIVE_FLOAT, POSITIVE_INT, check_int
+from src.checks import (
+    FRACTION,
+    NON_NEGATIVE_FLOAT,
+    NUM_WORKERS,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    OneLineParser,
+    check_int,
+)
 from src.data import DATASETS, get_class_names, get_data_loaders, get_normalization
 from src.files import WriteError, check_writable, save_json, save_torch
 from src.gpu_data import fastest_loaders
@@ -287,7 +295,7 @@ def check_save_path(path: Path) -> Path:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, every value checked: a bad one ends with one `error: argument --x: ...` line, exit 2."""
-    parser = argparse.ArgumentParser(description="Train a landmark classifier headless; keeps the best checkpoint.")
+    parser = OneLineParser(description="Train a landmark classifier headless; keeps the best checkpoint.")
     parser.add_argument("--model", choices=("scratch", *AVAILABLE_MODELS), default="scratch")
     parser.add_argument("--dataset", choices=DATASETS, default="landmarks")
     parser.add_argument("--epochs", type=POSITIVE_INT, default=None, help="default: 80 from scratch, 15 for transfer")

@@ -19,7 +19,8 @@ import src.app as app_module
 from src.app import LandmarkApp, bar_chart_html
 from src.helpers import open_photo
 from src.predict import top_k
-from src.predictor import load_predictor, quiet_torchscript
+from src.exported import load_predictor
+from src.files import quiet_torchscript
 
 PROJECT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

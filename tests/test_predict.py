@@ -12,7 +12,8 @@ from PIL import Image
 
 import src.predict
 from src.predict import main
-from src.predictor import export_predictor, quiet_torchscript
+from src.files import quiet_torchscript
+from src.predictor import export_predictor
 from tests.conftest import LANDMARK_NAMES, SAMPLES, requires_samples
 
 

@@ -16,19 +16,16 @@ import torch
 from PIL import Image
 
 from src.data import eval_resize_size, get_data_loaders, get_transforms
-from src.files import WriteError
+from src.exported import HOW_TO_EXPORT, load_predictor, warm_up
+from src.files import WriteError, quiet_torchscript
 from src.predictor import (
-    HOW_TO_EXPORT,
     MAX_ASPECT,
     Predictor,
     export,
     export_predictor,
-    load_predictor,
     most_confused_pairs,
     plot_confusion_matrix,
     predictor_test,
-    quiet_torchscript,
-    warm_up,
 )
 from src.train import main as train_main
 from src.transfer import PRETRAINED_MEAN, PRETRAINED_STD, get_model_transfer_learning
@@ -269,7 +266,7 @@ def test_a_model_file_that_cannot_be_read_says_why(error, words, exported_scratc
     def refuse(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr("src.predictor.open", refuse, raising=False)  # shadows the builtin in src.predictor only
+    monkeypatch.setattr("src.exported.open", refuse, raising=False)  # shadows the builtin in src.exported only
     with pytest.raises(ValueError) as info:
         load_predictor(exported_scratch)
     assert str(info.value).startswith(f"{exported_scratch}: {words}") and "not a loadable" not in str(info.value)

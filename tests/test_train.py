@@ -361,7 +361,8 @@ def test_cli_refuses_a_bad_value_in_one_line_before_looking_at_the_data(tmp_path
     with pytest.raises(SystemExit) as exit_info:
         main(option + ["--save-path", str(tmp_path / "m.pt")])
     assert exit_info.value.code == 2
-    assert f"error: argument {option[0]}: must be " in capsys.readouterr().err.splitlines()[-1]
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: argument {option[0]}: must be ") and err.count("\n") == 1, "one line, no usage"
     assert list(tmp_path.iterdir()) == [], "nothing written"
 
 
@@ -388,8 +389,9 @@ def test_cli_refuses_a_read_only_save_folder_in_one_line_before_looking_at_the_d
             main(["--save-path", str(folder / "m.pt")])
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=True)
-    assert capsys.readouterr().err.splitlines()[-1].endswith(
-        f"error: argument --save-path: Cannot write in {folder}: the file system is read-only: save somewhere else."
+    assert capsys.readouterr().err == (
+        f"error: argument --save-path: Cannot write in {folder}: the file system is read-only: save somewhere else. "
+        f"(--help lists the options)\n"
     )
 
 
