@@ -18,15 +18,17 @@ import contextlib
 import datetime
 import math
 import os
+import random
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from src.data import base_dataset
-from src.files import WriteError, check_writable, describe_write_error
+from src.files import WriteError, check_writable, describe_write_error, temp_path
 
 
 class ResumeError(ValueError):
@@ -80,7 +82,7 @@ def run_lock(save_path: str | Path) -> Iterator[None]:
     """Held while a run writes save_path's files: a second run on the same files, in another process, gets ResumeError.
 
     The lock file (.<name>.lock beside save_path) holds the owner's pid; one left by a killed run (its pid no longer
-    alive) is taken over, so a crash never blocks the next run.
+    alive) is taken over, so a crash never blocks the next run, and the temporary files that run left are removed.
     """
     lock = Path(save_path).with_name(f".{Path(save_path).name}.lock")
     for _ in range(2):
@@ -98,6 +100,8 @@ def run_lock(save_path: str | Path) -> Iterator[None]:
         with os.fdopen(descriptor, "w") as f:
             f.write(str(os.getpid()))
         break
+    for path in run_files(save_path):  # half-written files of a killed run: nobody else writes them now
+        temp_path(path).unlink(missing_ok=True)
     try:
         yield
     finally:
@@ -164,12 +168,38 @@ def run_settings(
     return settings
 
 
-def resume_state(model, optimizer, scheduler, epoch: int, n_epochs: int, best_loss: float, history, settings) -> dict:
-    """Everything optimize() needs to continue after `epoch`."""
+def resume_state(
+    model, optimizer, scheduler, epoch: int, n_epochs: int, best_loss: float, history, settings, data_loaders
+) -> dict:
+    """Everything optimize() needs to continue after `epoch`, the random number generators' states included."""
     return {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "epoch": epoch, "n_epochs": n_epochs, "best_loss": best_loss, "history": history, "settings": settings,
+        "random": random_state(data_loaders["train"]),
     }  # fmt: skip
+
+
+def random_state(train_loader) -> dict:
+    """Every generator a run draws from: torch (CPU and CUDA: augmentation, dropout), NumPy, Python, and the train
+    loader's own (shuffling, worker seeds). Restored on resume, the next epochs draw what they would have drawn."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if getattr(train_loader, "generator", None) is not None:
+        state["loader"] = train_loader.generator.get_state()
+    return state
+
+
+def restore_random_state(state: dict, train_loader) -> None:
+    """Undo random_state. (DataLoader worker processes started anew draw new seeds: with num_workers > 0 the
+    augmentations after a resume differ from an uninterrupted run's.)"""
+    torch.set_rng_state(state["torch"].cpu())
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    if "loader" in state and getattr(train_loader, "generator", None) is not None:
+        train_loader.generator.set_state(state["loader"].to(train_loader.generator.get_state().device))
 
 
 def load_resume_state(state_file: Path, model: nn.Module, optimizer, scheduler, settings: dict, device) -> dict:
@@ -224,8 +254,9 @@ def new_history() -> dict[str, list[float]]:
 
 
 def start_or_resume(
-    save_path: Path, resume: bool, model: nn.Module, optimizer, scheduler, settings: dict, n_epochs: int, device
-) -> dict:
+    save_path: Path, resume: bool, model: nn.Module, optimizer, scheduler, settings: dict, n_epochs: int, device,
+    train_loader,
+) -> dict:  # fmt: skip
     """How optimize() begins: {"epoch": epochs done, "best_loss", "history"}, from the resume state when resuming,
     else fresh, after the files of an earlier run at save_path were kept under a dated name."""
     state_file = resume_path(save_path)
@@ -237,6 +268,8 @@ def start_or_resume(
     state = load_resume_state(state_file, model, optimizer, scheduler, settings, device)
     state["best_loss"] = best_loss_on_disk(state["best_loss"], save_path)
     follow_new_schedule(scheduler, optimizer)
+    if "random" in state:
+        restore_random_state(state["random"], train_loader)
     start, planned = state["epoch"], state.get("n_epochs", n_epochs)
     if start >= n_epochs:
         print(f"The run at {save_path} already finished {start} epochs: nothing to do (ask for more epochs to extend "

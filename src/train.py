@@ -162,7 +162,9 @@ def optimize(
     check_save_folder(save_path, model)  # fails now, not after an hour of training
     with run_lock(save_path):  # no second process trains into the same files meanwhile
         settings = run_settings(data_loaders, optimizer, loss, scheduler)
-        state = start_or_resume(save_path, resume, model, optimizer, scheduler, settings, n_epochs, device)
+        state = start_or_resume(
+            save_path, resume, model, optimizer, scheduler, settings, n_epochs, device, data_loaders["train"]
+        )
         history, best_loss, start, state_file = state["history"], state["best_loss"], state["epoch"], resume_path(save_path)
         if start >= n_epochs:
             return history
@@ -185,7 +187,10 @@ def optimize(
                     scheduler.step(valid_loss)
                 else:
                     scheduler.step()
-                save_torch(resume_state(model, optimizer, scheduler, epoch, n_epochs, best_loss, history, settings), state_file)
+                save_torch(
+                    resume_state(model, optimizer, scheduler, epoch, n_epochs, best_loss, history, settings, data_loaders),
+                    state_file,
+                )
                 tqdm.write(
                     f"Epoch {epoch}/{n_epochs}: train loss {train_loss:.4f} acc {100 * train_acc:.1f}% | "
                     f"valid loss {valid_loss:.4f} acc {100 * valid_acc:.1f}% | lr {lr:.2e}"

@@ -277,6 +277,32 @@ def test_optimize_refuses_fewer_than_one_epoch(loaders, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_interrupted_and_resumed_run_repeats_the_uninterrupted_run_exactly(landmark_data, tmp_path):
+    """With the random generators' states in the resume file, epochs 2-3 draw the same shuffles, augmentations and
+    dropout masks as they would have without the interruption (num_workers=0: new worker processes draw new seeds)."""
+
+    def run(save_path, loss, resume=False):
+        torch.manual_seed(1)
+        loaders = get_data_loaders(batch_size=8, num_workers=0, image_size=32)
+        model = small_model()
+        return optimize(loaders, model, get_optimizer(model, "Adam", 1e-3), loss, 3, save_path, resume=resume, device=CPU)
+
+    uninterrupted = run(tmp_path / "a.pt", get_loss())
+    n_batches = len(get_data_loaders(batch_size=8, num_workers=0, image_size=32)["train"]) + 1  # + 1 valid batch
+    run(tmp_path / "b.pt", FailingLoss(ok_calls=n_batches + 1, failure="interrupt"))  # stops early in epoch 2
+    resumed = run(tmp_path / "b.pt", get_loss(), resume=True)
+    assert resumed == uninterrupted
+
+
+def test_a_killed_runs_half_written_files_are_removed_by_the_next_run(loaders, tmp_path):
+    save_path = tmp_path / "best.pt"
+    for name in (".best.pt.tmp", ".best.resume.pt.tmp"):
+        (tmp_path / name).write_bytes(bytes(1000))  # what a kill -9 during a save leaves
+    model = small_model()
+    optimize(loaders, model, get_optimizer(model), get_loss(), 1, save_path, device=CPU)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "best.resume.pt"]
+
+
 def test_resume_without_an_earlier_run_starts_from_the_beginning(loaders, tmp_path, capsys):
     model = small_model()
     history = optimize(loaders, model, get_optimizer(model), get_loss(), 1, tmp_path / "m.pt", resume=True, device=CPU)
