@@ -14,8 +14,8 @@ import functools
 import gzip
 import itertools
 import os
-import shutil
 import warnings
+import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Sequence
@@ -28,16 +28,20 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
 
+from src.checks import check_float, check_int, check_num_workers
+from src.download import download_and_extract
+from src.files import WriteError, write_atomically
 from src.helpers import (
-    IMAGE_EXTENSIONS,
     PROJECT_ROOT,
     DataError,
+    class_folders,
     dataset_stats,
     display_name,
-    download_and_extract,
     get_data_location,
+    is_image,
     list_images,
     load_rgb_image,
+    scan_files,
 )
 
 DATASETS = ("landmarks", "fashion-mnist")
@@ -66,8 +70,9 @@ def get_transforms(
     image_size overrides the preset's size S (224 for landmarks, 28 for Fashion-MNIST).
     """
     check_dataset_name(dataset)
+    check_image_size(image_size)
     if dataset == "landmarks":
-        size = image_size or LANDMARK_IMAGE_SIZE
+        size = LANDMARK_IMAGE_SIZE if image_size is None else image_size
         resize = eval_resize_size(dataset, size)
         train = [
             v2.Resize(resize),
@@ -78,7 +83,7 @@ def get_transforms(
         ]
         evaluation = [v2.Resize(resize), v2.CenterCrop(size)]
     else:
-        size = image_size or FASHION_MNIST_IMAGE_SIZE
+        size = FASHION_MNIST_IMAGE_SIZE if image_size is None else image_size
         # Small shifts and left-right flips; no colour ops, the images are grayscale.
         train = [v2.Resize(size), v2.RandomCrop(size, padding=size // 7), v2.RandomHorizontalFlip()]
         evaluation = [v2.Resize(size)]
@@ -94,6 +99,12 @@ def eval_resize_size(dataset: str, image_size: int) -> int:
 def check_dataset_name(dataset: str) -> None:
     if dataset not in DATASETS:
         raise ValueError(f"Unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}.")
+
+
+def check_image_size(image_size: int | None) -> None:
+    """None (the preset's size) or a side of at least 1 px; the model may need more (src/train.py checks that)."""
+    if image_size is not None:
+        check_int(image_size, 1, "image_size")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -117,8 +128,9 @@ def get_datasets(
     train_augment=False gives train the deterministic eval transform (e.g. to compute features once).
     """
     check_dataset_name(dataset)
-    if not 0 < valid_size < 1:
-        raise ValueError(f"valid_size must be between 0 and 1 (exclusive), got {valid_size}.")
+    check_float(valid_size, 0.0, 1.0, "valid_size", low_open=True, high_open=True)
+    check_int(limit, -(2**63), "limit")  # any whole number: <= 0 means every image
+    check_image_size(image_size)
     if dataset == "landmarks":
         root = get_data_location()
         train_all, valid_all, test = _landmark_folders(root, image_size, normalization, train_augment)
@@ -152,24 +164,47 @@ def _landmark_folders(root: Path, image_size: int | None, normalization, augment
         warnings.warn(f"Skipping {len(unreadable)} unreadable image(s): {listing}", stacklevel=3)
     check_class_folders(root, unreadable)
     # Every transform starts by resizing the shorter side to this, so JPEGs can be decoded at a reduced scale.
-    loader = functools.partial(load_rgb_image, min_side=eval_resize_size("landmarks", image_size or LANDMARK_IMAGE_SIZE))
+    size = LANDMARK_IMAGE_SIZE if image_size is None else image_size
+    loader = functools.partial(load_rgb_image, min_side=eval_resize_size("landmarks", size))
 
     def folder(split: str, transform: v2.Compose) -> datasets.ImageFolder:
-        return datasets.ImageFolder(
+        return ScannedImageFolder(
             root / split, transform=transform, loader=loader,
-            is_valid_file=lambda path: Path(path).suffix.lower() in IMAGE_EXTENSIONS and Path(path) not in unreadable,
+            is_valid_file=lambda path: Path(path) not in unreadable,  # list_images already keeps only images
         )  # fmt: skip
 
     train_transform = transforms["train" if augment else "eval"]
     return folder("train", train_transform), folder("train", transforms["eval"]), folder("test", transforms["eval"])
 
 
+class ScannedImageFolder(datasets.ImageFolder):
+    """An ImageFolder that finds its classes and files with helpers.class_folders and list_images, the scan the
+    statistics and check_class_folders use, so the three cannot disagree. torchvision's own walk follows symlinks
+    without noticing loops (a link to a parent folder multiplies its files) and raises on a link to itself."""
+
+    def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
+        classes = [folder.name for folder in class_folders(Path(directory))]
+        return classes, {name: index for index, name in enumerate(classes)}
+
+    @staticmethod
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+        """(path, class index) of every image list_images finds in each class folder that is_valid_file accepts."""
+        return [
+            (str(path), class_to_idx[name]) for name in sorted(class_to_idx)
+            for path in list_images(Path(directory) / name)[0] if is_valid_file is None or is_valid_file(str(path))
+        ]  # fmt: skip
+
+
 def check_class_folders(root: Path, unreadable: set[Path] = frozenset()) -> list[str]:
     """The class folder names, after checking that train/ and test/ agree and no class is empty.
 
-    Raises DataError naming the offending folder. Warns (once per call) about non-image files, which are ignored.
+    Raises DataError naming the offending folder. Warns once per call about non-image files, which are ignored, and
+    once about links that loop or dangle and folders that cannot be read, which are skipped (see helpers.scan_files).
     """
-    classes = {split: sorted(p.name for p in (root / split).iterdir() if p.is_dir()) for split in ("train", "test")}
+    classes = {split: [p.name for p in class_folders(root / split)] for split in ("train", "test")}
+    # A class folder that is a broken link or a link to itself is no class folder: say so, or it vanishes silently.
+    skipped = [f"{p} (a link to nothing, or a loop)" for split in ("train", "test")
+               for p in sorted((root / split).iterdir()) if p.is_symlink() and not p.exists()]  # fmt: skip
     if classes["train"] != classes["test"]:
         only_train = sorted(set(classes["train"]) - set(classes["test"]))
         only_test = sorted(set(classes["test"]) - set(classes["train"]))
@@ -179,12 +214,16 @@ def check_class_folders(root: Path, unreadable: set[Path] = frozenset()) -> list
         )
     ignored = []
     for split, name in itertools.product(("train", "test"), classes["train"]):
-        images, others = list_images(root / split / name)
-        ignored += others
-        if not [path for path in images if path not in unreadable]:
+        files, problems = scan_files(root / split / name)
+        skipped += problems
+        ignored += [path for path in files if not is_image(path)]
+        if not [path for path in files if is_image(path) and path not in unreadable]:
             raise DataError(f"Class folder {root / split / name} has no readable images: add some or delete it.")
     if ignored:
         warnings.warn(f"Ignoring {len(ignored)} non-image file(s): {', '.join(map(str, ignored))}", stacklevel=3)
+    if skipped:
+        listing = f"{len(skipped)} link(s) or folder(s) that loop, dangle or cannot be read: {'; '.join(skipped)}"
+        warnings.warn(f"Skipping {listing}", stacklevel=3)
     return classes["train"]
 
 
@@ -212,14 +251,16 @@ def prepare_fashion_mnist(root: Path = FASHION_MNIST_DIR) -> Path:
     if all((raw / name.removesuffix(".gz")).exists() for name, _ in resources):
         return root
     if all((DEBIAN_FASHION_MNIST / name).exists() for name, _ in resources):
-        raw.mkdir(parents=True, exist_ok=True)
         for name, _ in resources:  # Debian recompressed the .gz files, so check the unpacked size, not the md5
             source, unpacked = DEBIAN_FASHION_MNIST / name, raw / name.removesuffix(".gz")
-            with gzip.open(source) as compressed, open(unpacked.with_suffix(".tmp"), "wb") as out:
-                shutil.copyfileobj(compressed, out)
-            if unpacked.with_suffix(".tmp").stat().st_size != FASHION_MNIST_SIZES[unpacked.name]:
+            try:
+                with gzip.open(source) as compressed:
+                    content = compressed.read(FASHION_MNIST_SIZES[unpacked.name] + 1)  # at most 47 MB
+            except (OSError, EOFError, zlib.error) as err:
+                raise DataError(f"{source} is corrupt ({err}): reinstall the dataset-fashion-mnist package.") from None
+            if len(content) != FASHION_MNIST_SIZES[unpacked.name]:
                 raise DataError(f"{source} is corrupt (wrong size): reinstall the dataset-fashion-mnist package.")
-            unpacked.with_suffix(".tmp").replace(unpacked)
+            write_atomically(unpacked, content)
         return root
     try:
         datasets.FashionMNIST(root, train=True, download=True)
@@ -275,6 +316,8 @@ def get_data_loaders(
 
     num_workers=-1 uses every CPU core. Only "train" is shuffled (reproducibly, from `seed`). See get_datasets.
     """
+    check_int(batch_size, 1, "batch_size")
+    check_num_workers(num_workers)
     splits = get_datasets(dataset, valid_size, limit, image_size, normalization, seed, train_augment)
     workers = len(os.sched_getaffinity(0)) if num_workers == -1 else num_workers
     common = dict(
@@ -412,7 +455,7 @@ def main() -> None:
                     raise
                 download_and_extract()
         print(dataset_summary(args.dataset))
-    except DataError as err:
+    except (DataError, WriteError) as err:
         raise SystemExit(f"error: {err}") from None
 
 

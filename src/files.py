@@ -119,7 +119,7 @@ def check_writable(folder: str | Path, need_bytes: int = 0) -> Path:
     """
     folder = Path(folder)
     try:
-        _write(folder / ".write_test", b"probe").unlink()
+        _write(folder / f".write_test-{os.getpid()}", b"probe").unlink()  # per process: two runs may check at once
     except OSError as err:
         raise WriteError(describe_write_error(f"in {folder.absolute()}", err)) from None
     free = shutil.disk_usage(folder).free

@@ -1,4 +1,4 @@
-"""Environment and data plumbing: where the data lives, getting it, reading images, and its statistics.
+"""Environment and data plumbing: where the data lives, reading images, and its statistics (src/download.py gets it).
 
 Everything here is independent of the model. The landmark dataset layout is the course's:
 
@@ -10,20 +10,15 @@ Everything here is independent of the model. The landmark dataset layout is the 
 from __future__ import annotations
 
 import csv
+import errno
 import functools
 import hashlib
-import http.client
 import io
 import json
 import math
 import os
 import random
-import shutil
-import tempfile
-import urllib.error
-import urllib.request
 import warnings
-import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,11 +27,12 @@ import torch
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
+from src.files import WriteError, check_writable, save_json
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Trained and exported models; LANDMARK_CHECKPOINTS points elsewhere (e.g. to keep several experiments apart).
 CHECKPOINTS_DIR = Path(os.environ.get("LANDMARK_CHECKPOINTS") or PROJECT_ROOT / "checkpoints")
 DEFAULT_DATA_DIR = PROJECT_ROOT / "landmark_images"
-DATA_URL = "https://udacity-dlnfd.s3-us-west-1.amazonaws.com/datasets/landmark_images.zip"
 LANDMARKS_CSV = Path(__file__).with_name("landmarks.csv")  # name and location of each of the 50 landmarks
 STATS_FILE = "dataset_stats.json"  # cached mean/std and unreadable files, written into the dataset root
 
@@ -60,7 +56,7 @@ def _how_to_get_data(looked_at: Path) -> str:
             f"the dataset into {DEFAULT_DATA_DIR}."
         )
     return (
-        f"Run `make run` (or call src.helpers.download_and_extract()) to download it into {looked_at}, "
+        f"Run `make run` (or call src.download.download_and_extract()) to download it into {looked_at}, "
         f"or set LANDMARK_DATA=/path/to/landmark_images if you already have it."
     )
 
@@ -86,120 +82,6 @@ def get_data_location() -> Path:
         f"{root} is not a landmark dataset: it needs train/ and test/ folders with one sub-folder per class. "
         f"{_how_to_get_data(root)}"
     )
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Download
-
-
-def download_and_extract(
-    url: str = DATA_URL,
-    dest: str | Path | None = None,
-    sha256: str | None = None,
-    timeout: float = 30.0,
-    max_attempts: int = 3,
-) -> Path:
-    """Download the dataset zip and unpack it to dest/landmark_images; returns that folder.
-
-    Safe to re-run: a complete dataset is left alone; a partial download (dest/<name>.part) is resumed with an HTTP
-    Range request; the zip is unpacked into a temporary folder and renamed into place only when complete, so an
-    interrupted run never leaves a half dataset that looks whole. Raises DataError with a one-line fix on failure.
-    """
-    dest = Path(dest) if dest is not None else DEFAULT_DATA_DIR.parent
-    target = dest / "landmark_images"
-    if target.is_dir() and is_dataset_root(target):
-        print(f"Dataset already at {target} (delete that folder to download it again).")
-        return target
-    if target.exists():
-        raise DataError(f"{target} exists but is not a complete dataset. Delete it and run again.")
-
-    dest.mkdir(parents=True, exist_ok=True)
-    zip_path = dest / Path(url.split("?")[0]).name
-    part_path = zip_path.with_name(zip_path.name + ".part")
-    manual = (
-        f"Download {url} by hand, unzip it and either put landmark_images/ in {dest} "
-        f"or set LANDMARK_DATA=/path/to/landmark_images."
-    )
-    if not zip_path.exists():
-        for attempt in range(1, max_attempts + 1):
-            try:
-                _download_resumable(url, part_path, timeout)
-                break
-            except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-                if isinstance(err, urllib.error.HTTPError):
-                    reason = f"HTTP {err.code} {err.reason}"
-                else:
-                    reason = getattr(err, "reason", None) or err
-                if isinstance(err, urllib.error.HTTPError) or attempt == max_attempts or not part_path.exists():
-                    raise DataError(f"Could not download {url} ({reason}). {manual}") from None
-                print(f"Download interrupted ({reason}); resuming (attempt {attempt + 1} of {max_attempts}).")
-        _verify_sha256(part_path, sha256)
-        part_path.replace(zip_path)
-
-    _extract_atomically(zip_path, target)
-    zip_path.unlink()
-    print(f"Dataset ready at {target}")
-    return target
-
-
-def _download_resumable(url: str, part_path: Path, timeout: float) -> None:
-    """Stream `url` into part_path, continuing from the bytes already there. Raises on an incomplete transfer."""
-    have = part_path.stat().st_size if part_path.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as err:
-        if err.code == 416 and have:  # nothing left to send: the .part file already holds the whole file
-            return
-        raise
-    with response:
-        if response.status == 206:  # the server honoured the Range request: append
-            total = int(response.headers["Content-Range"].rsplit("/", 1)[1])
-            mode = "ab"
-        else:  # a 200 means the server ignored Range: start over
-            total, have, mode = int(response.headers.get("Content-Length", 0)), 0, "wb"
-        with open(part_path, mode) as out, tqdm(
-            total=total or None, initial=have, unit="B", unit_scale=True, desc=f"Downloading {part_path.stem}"
-        ) as bar:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-                bar.update(len(chunk))
-    size = part_path.stat().st_size
-    if total and size != total:
-        raise OSError(f"got {size:,} of {total:,} bytes")
-
-
-def _verify_sha256(path: Path, expected: str | None) -> None:
-    if expected is None:
-        return
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    if digest.hexdigest() != expected.lower():
-        path.unlink()
-        raise DataError(f"{path.name} has the wrong sha256 (deleted it). Run again to download it afresh.")
-
-
-def _extract_atomically(zip_path: Path, target: Path) -> None:
-    """Unpack zip_path into a temp folder next to `target`, then rename the dataset folder into place."""
-    tmp = Path(tempfile.mkdtemp(prefix=".landmark_images-", dir=target.parent))
-    try:
-        try:
-            with zipfile.ZipFile(zip_path) as archive:
-                bad_member = archive.testzip()  # CRC-checks every member
-                if bad_member is not None:
-                    raise zipfile.BadZipFile(f"bad CRC in {bad_member}")
-                archive.extractall(tmp)
-        except (zipfile.BadZipFile, EOFError) as err:
-            zip_path.unlink()
-            raise DataError(f"{zip_path.name} is corrupt ({err}); deleted it. Run again to download it afresh.") from None
-        found = [p for p in (tmp, *tmp.iterdir(), *tmp.glob("*/*")) if p.is_dir() and is_dataset_root(p)]
-        if not found:
-            raise DataError(f"{zip_path.name} does not contain train/ and test/ class folders; is it the right file?")
-        found[0].replace(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -249,11 +131,19 @@ def open_photo(source: str | Path | BinaryIO, name: str | None = None) -> Image.
     name = name or str(source)
     if isinstance(source, (str, Path)):
         path = Path(source)
-        if not path.exists():
-            raise PhotoError(f"{name}: no such file")
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:  # also a symbolic link to nothing
+            raise PhotoError(f"{name}: no such file") from None
+        except PermissionError:  # a folder on the way that this user may not enter
+            raise PhotoError(f"{name}: permission denied (this user may not read it)") from None
+        except OSError as err:  # e.g. a symbolic link loop
+            raise PhotoError(f"{name}: cannot read the file ({err.strerror or err})") from None
         if path.is_dir():
             raise PhotoError(f"{name}: is a folder, not a photo")
-        if path.stat().st_size == 0:
+        if not path.is_file():  # opening a named pipe would wait forever for a writer
+            raise PhotoError(f"{name}: not a regular file (a pipe, device or socket), not a photo")
+        if size == 0:
             raise PhotoError(f"{name}: the file is empty")
     elif isinstance(source, io.BytesIO) and source.getbuffer().nbytes == 0:
         raise PhotoError(f"{name}: the file is empty")
@@ -263,7 +153,13 @@ def open_photo(source: str | Path | BinaryIO, name: str | None = None) -> Image.
         raise PhotoError(f"{name}: too large to open safely ({err})") from None
     except Image.UnidentifiedImageError:
         raise PhotoError(f"{name}: not an image file (or a format Pillow cannot read)") from None
+    except FileNotFoundError:  # it was there a moment ago, when it was listed or checked above
+        raise PhotoError(f"{name}: no such file (it was moved or deleted)") from None
+    except PermissionError:
+        raise PhotoError(f"{name}: permission denied (this user may not read it)") from None
     except OSError as err:
+        if err.errno is not None:  # the system could not read the file (Pillow's decoding errors carry no errno)
+            raise PhotoError(f"{name}: cannot read the file ({err.strerror or err})") from None
         raise PhotoError(f"{name}: damaged or truncated image ({err})") from None
     except Exception as err:  # noqa: BLE001 - Pillow raises many kinds for malformed files
         raise PhotoError(f"{name}: cannot read this image ({type(err).__name__}: {err})") from None
@@ -312,26 +208,109 @@ def landmark_place(name: str) -> str:
 # Dataset statistics (cached)
 
 
+def class_folders(split: Path) -> list[Path]:
+    """The class folders of a split (train/ or test/), sorted by name: its sub-folders, symlinked ones included."""
+    return sorted((path for path in split.iterdir() if path.is_dir()), key=lambda path: path.name)
+
+
+def scan_files(folder: Path) -> tuple[list[Path], list[str]]:
+    """(every file below `folder`, the entries skipped as 'path (why)'): the one scan every reader of the data uses.
+
+    Follows symlinked folders (class folders may be links) but reads each real folder once, so a link back to a
+    parent cannot loop and a second link to a folder cannot count its files twice. Dangling links, links to
+    themselves, unreadable folders and special files (pipes, devices) are skipped. Files come in ImageFolder's
+    order: by folder path, then by name.
+    """
+    files: list[tuple[str, str]] = []
+    skipped: list[str] = []
+    seen: set[tuple[int, int]] = set()  # (device, inode) of every folder read
+    # (folder, the folders that contain it). A link up to train/ or above would also bring in the other classes'
+    # files, so the folders above `folder` count as containing it too.
+    stack: list[tuple[str, frozenset]] = [(str(folder), _ids_above(Path(folder)))]
+    while stack:
+        directory, parents = stack.pop()
+        try:
+            info = os.stat(directory)
+            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        except OSError as err:
+            skipped.append(f"{directory} ({_why(err)})")
+            continue
+        key = (info.st_dev, info.st_ino)
+        if key in parents or key in seen:
+            why = "a link to a folder that contains it" if key in parents else "a second link to a folder already read"
+            skipped.append(f"{directory} ({why})")
+            continue
+        seen.add(key)
+        real, linked = [], []
+        for entry in entries:
+            try:
+                if entry.is_dir():
+                    (linked if entry.is_symlink() else real).append(entry.path)
+                elif entry.is_file():
+                    files.append((directory, entry.name))
+                else:
+                    why = "a link to nothing" if entry.is_symlink() else "not a regular file"
+                    skipped.append(f"{entry.path} ({why})")
+            except OSError as err:  # a link to itself, or no permission to look
+                skipped.append(f"{entry.path} ({_why(err)})")
+        # Pushed so that they pop in name order, real folders before links: of a link and the folder it points to in
+        # the same tree, the link is the one skipped.
+        stack += [(path, parents | {key}) for path in reversed(real + linked)]
+    return [Path(directory, name) for directory, name in sorted(files)], skipped
+
+
+def _ids_above(folder: Path) -> frozenset[tuple[int, int]]:
+    """(device, inode) of every folder above `folder`, as written and as resolved (it may be a link)."""
+    above = set(folder.absolute().parents)
+    try:
+        above |= set(folder.resolve().parents)
+    except (OSError, RuntimeError):  # a link loop: it is skipped anyway
+        pass
+    ids = set()
+    for path in above:
+        try:
+            ids.add((path.stat().st_dev, path.stat().st_ino))
+        except OSError:
+            pass
+    return frozenset(ids)
+
+
+def _why(err: OSError) -> str:
+    return "a symlink loop" if err.errno == errno.ELOOP else err.strerror or str(err)
+
+
 def files_under(folder: Path) -> list[Path]:
-    """Every file below `folder`, sorted, following symlinked folders as ImageFolder does."""
-    return sorted(Path(parent) / name for parent, _, names in os.walk(folder, followlinks=True) for name in names)
+    """Every file below `folder`, as scan_files lists them (what it skips is reported by data.check_class_folders)."""
+    return scan_files(folder)[0]
+
+
+def is_image(path: Path) -> bool:
+    """Whether ImageFolder would load this file (by its extension)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(image files, other files) under `folder`, sorted. 'Other' is what ImageFolder would silently ignore."""
-    images, others = [], []
-    for path in files_under(folder):
-        (images if path.suffix.lower() in IMAGE_EXTENSIONS else others).append(path)
-    return images, others
+    """(image files, other files) under `folder`, in scan order. 'Other' is what ImageFolder would silently ignore."""
+    files = files_under(folder)
+    return [path for path in files if is_image(path)], [path for path in files if not is_image(path)]
 
 
-def _fingerprint(root: Path) -> str:
-    """Changes whenever a file under train/ or test/ is added, removed, resized or touched."""
+def dataset_files(root: Path) -> list[Path]:
+    """Every file in the class folders of root/train and root/test: exactly the files the loaders can see."""
+    folders = [folder for split in ("train", "test") for folder in class_folders(root / split)]
+    return [path for folder in folders for path in files_under(folder)]
+
+
+def _fingerprint(root: Path, files: list[Path]) -> str:
+    """Changes whenever one of `files` (see dataset_files) is added, removed, resized or touched."""
     digest = hashlib.sha1()
-    for split in ("train", "test"):
-        for path in files_under(root / split):
+    for path in files:
+        try:
             stat = path.stat()
-            digest.update(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+            state = f"{stat.st_size}|{stat.st_mtime_ns}"
+        except OSError:  # removed since the scan: the fingerprint must still change, not crash
+            state = "gone"
+        digest.update(f"{path.relative_to(root)}|{state}\n".encode())
     return digest.hexdigest()
 
 
@@ -344,10 +323,11 @@ def dataset_stats(root: str | Path | None = None) -> dict:
     """
     root = Path(root) if root is not None else get_data_location()
     cache = root / STATS_FILE
-    fingerprint = _fingerprint(root)
+    files = dataset_files(root)
+    fingerprint = _fingerprint(root, files)
     if cache.exists():
         try:
-            stats = json.loads(cache.read_text())
+            stats = json.loads(cache.read_text(encoding="utf-8"))
             if stats.get("fingerprint") == fingerprint:
                 return stats
         except (OSError, ValueError):
@@ -357,8 +337,8 @@ def dataset_stats(root: str | Path | None = None) -> dict:
     total_sq = np.zeros(3)
     n_pixels = 0
     unreadable = {}
-    files = list_images(root / "train")[0] + list_images(root / "test")[0]
-    for path in tqdm(files, desc="Checking images, computing mean/std", unit="img"):
+    images = [path for path in files if is_image(path)]
+    for path in tqdm(images, desc="Checking images, computing mean/std", unit="img"):
         try:
             pixels = np.asarray(load_rgb_image(path), dtype=np.float64).reshape(-1, 3) / 255.0
         except Exception as err:  # noqa: BLE001 - any decode failure means "skip this file", and we say why
@@ -380,11 +360,9 @@ def dataset_stats(root: str | Path | None = None) -> dict:
         "unreadable": unreadable,
     }
     try:
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps(stats, indent=1))
-        tmp.replace(cache)
-    except OSError:
-        warnings.warn(f"Could not cache dataset statistics in {cache} (read-only?); they will be recomputed next time.")
+        save_json(stats, cache)
+    except WriteError as err:  # only a cache: the statistics are still right, just not saved
+        warnings.warn(f"{err} Dataset statistics not cached: they will be recomputed next time.", stacklevel=2)
     return stats
 
 
@@ -419,11 +397,13 @@ def setup_env(seed: int = 42, download: bool = True) -> torch.device:
     seed_everything(seed)
     device = get_device()
     print(f"Using {device}" + ("" if device.type != "cpu" else " (no GPU found: training will be slow)"))
-    CHECKPOINTS_DIR.mkdir(exist_ok=True)
+    check_writable(CHECKPOINTS_DIR)  # a read-only project folder: one line now, not a failed save hours later
     try:
         get_data_location()
     except DataError:
         if not download or os.environ.get("LANDMARK_DATA"):
             raise
+        from src.download import download_and_extract  # here, not at the top: src.download imports this module
+
         download_and_extract()
     return device

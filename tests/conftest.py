@@ -1,6 +1,8 @@
 """Shared fixtures: a small synthetic landmark dataset, built once per test session."""
 
+import contextlib
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,21 @@ requires_samples = pytest.mark.skipif(
 )
 
 N_CLASSES, N_TRAIN, N_TEST = 3, 10, 4
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str = "1m", read_only: bool = False):
+    """A small (or read-only) file system mounted on `folder` for the duration; skips the test where mounting is not
+    allowed (not root, no tmpfs)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip() or mounted.returncode}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
 
 
 def exif_rotated_jpeg(path: Path, width: int = 80, height: int = 40) -> None:

@@ -2,6 +2,7 @@
 their numbers mean nothing (README's Results hold the real measurements, with their commands)."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,3 +34,20 @@ def test_each_benchmark_runs_and_prints_its_figures(script, options, figures):
     for figure in figures:
         assert figure in result.stdout, result.stdout
     assert "img/s" in result.stdout or " ms" in result.stdout
+
+
+def test_kill_resume_leaves_a_loadable_checkpoint_and_resumes():
+    """bench/kill_resume.py end to end: 2 runs killed with SIGKILL, each must keep a loadable best checkpoint and
+    finish with --resume. (A run that ends before its kill is reported apart: the totals count the killed runs.)"""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "kill_resume.py"), "--runs", "2", "--epochs", "3", "--image-size", "32"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    loadable = re.search(r"loadable best checkpoint after the kill: (\d+)/(\d+)", result.stdout)
+    resumed = re.search(r"resume finished: (\d+)/(\d+)", result.stdout)
+    assert loadable and resumed, result.stdout
+    killed = int(loadable[2])
+    assert killed >= 1 and loadable[1] == resumed[1] == resumed[2] == str(killed), result.stdout
+    assert "FAILED" not in result.stdout, result.stdout

@@ -8,6 +8,7 @@ import gzip
 import os
 import pickle
 import re
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from src.data import (  # noqa: E402
     visualize_one_batch,
 )
 from src.helpers import DataError, dataset_stats, load_rgb_image  # noqa: E402
-from tests.conftest import N_CLASSES, N_TEST, N_TRAIN, SAMPLES, requires_samples  # noqa: E402
+from tests.conftest import N_CLASSES, N_TEST, N_TRAIN, SAMPLES, requires_samples, tmpfs  # noqa: E402
 
 # What the synthetic dataset must split into with the default valid_size=0.2: class 00 has 2 extra train images.
 TRAIN_PER_CLASS = [N_TRAIN + 2] + [N_TRAIN] * (N_CLASSES - 1)
@@ -180,10 +181,45 @@ def test_stratified_split_ignores_the_global_random_state():
     assert stratified_split(targets, 0.2, seed=1) == first
 
 
-@pytest.mark.parametrize("valid_size", [0, 1, -0.1, 1.5])
+@pytest.mark.parametrize("valid_size", [0, 1, -0.1, 1.5, float("nan")])
 def test_valid_size_outside_0_1_is_rejected(landmark_data, valid_size):
-    with pytest.raises(ValueError, match="valid_size must be between 0 and 1"):
+    with pytest.raises(ValueError, match=r"valid_size must be (in \(0, 1\)|a finite number), got"):
         loaders_for_test(valid_size=valid_size)
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [({"batch_size": 0}, "batch_size must be at least 1, got 0"),
+     ({"batch_size": 2.5}, "batch_size must be a whole number, got 2.5"),
+     ({"num_workers": -2}, "num_workers must be at least -1, got -2"),
+     ({"image_size": 0}, "image_size must be at least 1, got 0"),
+     ({"image_size": -64}, "image_size must be at least 1, got -64"),
+     ({"image_size": "224"}, "image_size must be a whole number, got '224'"),
+     ({"limit": 0.5}, "limit must be a whole number, got 0.5"),
+     ({"valid_size": "0.2"}, "valid_size must be a finite number, got '0.2'")],
+)  # fmt: skip
+def test_bad_settings_are_one_line_errors_before_any_work(tmp_path, monkeypatch, setting, message):
+    monkeypatch.setenv("LANDMARK_DATA", str(tmp_path / "no_data_here"))  # looking for the data would be a DataError
+    with pytest.raises(ValueError) as caught:
+        loaders_for_test(**setting)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("image_size", [0, -1])
+def test_get_transforms_rejects_an_image_size_below_1(image_size):
+    with pytest.raises(ValueError, match="image_size must be at least 1"):
+        get_transforms("landmarks", MEAN, STD, image_size=image_size)
+
+
+@pytest.mark.parametrize("dataset", ["landmarks", "fashion-mnist"])
+def test_the_smallest_image_size_works(dataset):
+    for kind in ("train", "eval"):
+        assert get_transforms(dataset, MEAN, STD, image_size=1)[kind](image(28, 28)).shape == (3, 1, 1)
+
+
+def test_negative_limit_still_means_every_image(landmark_data):
+    loaders = loaders_for_test(limit=-5)
+    assert len(loaders["train"].dataset) + len(loaders["valid"].dataset) == N_TRAIN_IMAGES
 
 
 @pytest.mark.parametrize("valid_size, empty", [(0.01, "validation"), (0.99, "training")])
@@ -521,6 +557,44 @@ def test_class_folders_may_be_symlinks(synthetic_root, tmp_path, monkeypatch):
     assert dataset_stats(tmp_path)["n_pixels"] == dataset_stats(synthetic_root)["n_pixels"]
 
 
+def test_symlink_loops_and_broken_links_are_skipped_with_one_warning_and_images_counted_once(writable_landmark_data):
+    root = writable_landmark_data
+    folder = first_class(root, "train")
+    (folder / "loop").symlink_to(folder, target_is_directory=True)  # os.walk(followlinks=True) would repeat it
+    (folder / "up").symlink_to(root / "train", target_is_directory=True)  # would bring in the other classes
+    (folder / "self.jpg").symlink_to(folder / "self.jpg")  # stat() raises "Too many levels of symbolic links"
+    (folder / "dangling.jpg").symlink_to(folder / "deleted.jpg")
+    (root / "train" / "03.Self_Link").symlink_to(root / "train" / "03.Self_Link")  # a class folder linking to itself
+    (root / "test" / "04.File_Link").symlink_to(next(folder.glob("*.jpg")))  # a "class folder" that is a file
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaders = loaders_for_test()
+    about_links = [str(w.message) for w in caught if "loop, dangle" in str(w.message)]
+    assert len(about_links) == 1, [str(w.message) for w in caught]
+    for name in ("loop", "up", "self.jpg", "dangling.jpg", "03.Self_Link"):
+        assert name in about_links[0], name
+    assert "\n" not in about_links[0]
+    train = base_dataset(loaders["train"].dataset)
+    assert len(train.samples) == N_TRAIN_IMAGES and len({path for path, _ in train.samples}) == N_TRAIN_IMAGES
+    assert train.classes == [p.name for p in sorted((root / "test").iterdir()) if p.is_dir()]
+    assert len(loaders["test"].dataset) == N_TEST_IMAGES
+    assert sum(len(labels) for _, labels in loaders["train"]) > 0  # every listed image loads
+
+
+def test_the_loader_statistics_and_checks_list_the_same_files(writable_landmark_data):
+    from src.helpers import dataset_files
+
+    folder = first_class(writable_landmark_data, "train")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "nested.png").write_bytes((next(folder.glob("*.png"))).read_bytes())
+    (writable_landmark_data / "train" / "stray.jpg").write_bytes(b"outside any class: not loaded, not measured")
+    loaders = loaders_for_test()
+    loaded = [Path(path) for split in ("train", "test") for path, _ in base_dataset(loaders[split].dataset).samples]
+    assert loaded == dataset_files(writable_landmark_data)  # what the statistics measure, in the same order
+    assert folder / "sub" / "nested.png" in loaded
+    assert dataset_stats(writable_landmark_data)["unreadable"] == {}
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Synthetic data
 
@@ -612,6 +686,39 @@ def test_a_corrupt_debian_fashion_mnist_is_an_error_and_leaves_no_unpacked_file(
         prepare_fashion_mnist(tmp_path / "fashion_mnist")
     raw = tmp_path / "fashion_mnist" / "FashionMNIST" / "raw"
     assert not any((raw / name.removesuffix(".gz")).exists() for name in FASHION_FILES)
+
+
+def fake_debian_fashion_mnist(folder: Path, monkeypatch, content: bytes = b"\x07" * 100) -> None:
+    """Debian's four .gz files in `folder`, each holding `content` (sizes scaled down to match)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in FASHION_FILES:
+        with gzip.open(folder / name, "wb") as f:
+            f.write(content)
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", folder)
+    monkeypatch.setattr(data, "FASHION_MNIST_SIZES", {name.removesuffix(".gz"): len(content) for name in FASHION_FILES})
+
+
+def test_debian_fashion_mnist_is_unpacked_atomically(tmp_path, monkeypatch):
+    fake_debian_fashion_mnist(tmp_path / "debian", monkeypatch)
+    raw = prepare_fashion_mnist(tmp_path / "fashion_mnist") / "FashionMNIST" / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == sorted(name.removesuffix(".gz") for name in FASHION_FILES)
+    assert all(p.read_bytes() == b"\x07" * 100 for p in raw.iterdir()), "no temp file left, every file complete"
+
+
+def test_a_debian_fashion_mnist_file_that_is_not_gzip_is_a_one_line_error(tmp_path, monkeypatch):
+    fake_debian_fashion_mnist(tmp_path / "debian", monkeypatch)
+    (tmp_path / "debian" / FASHION_FILES[0]).write_bytes(b"not gzip at all")
+    with pytest.raises(DataError, match="corrupt .*reinstall the dataset-fashion-mnist package"):
+        prepare_fashion_mnist(tmp_path / "fashion_mnist")
+
+
+def test_fashion_mnist_in_a_read_only_folder_is_a_one_line_error(tmp_path, monkeypatch):
+    from src.files import WriteError
+    fake_debian_fashion_mnist(tmp_path / "debian", monkeypatch)
+    with tmpfs(tmp_path / "disk", "1m", read_only=True) as disk:
+        with pytest.raises(WriteError, match="read-only") as caught:
+            prepare_fashion_mnist(disk / "fashion_mnist")
+        assert str(disk) in str(caught.value) and "\n" not in str(caught.value)
 
 
 @pytest.fixture(scope="module")

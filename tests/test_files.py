@@ -2,34 +2,25 @@
 
 import errno
 import json
-import subprocess
-from pathlib import Path
 
 import pytest
 import torch
 
 from src.files import WriteError, check_writable, save_json, save_script, save_torch, temp_path, write_atomically
+from tests.conftest import tmpfs
 
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-    """A 64 KiB tmpfs: a real full disk (skips where tmpfs cannot be mounted, e.g. without root)."""
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield folder
-    subprocess.run(["umount", "-l", str(folder)], check=True)
+    """A 64 KiB tmpfs: a real full disk."""
+    with tmpfs(tmp_path / "tiny", "64k") as folder:
+        yield folder
 
 
 @pytest.fixture
 def read_only_folder(tmp_path):
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield folder
-    subprocess.run(["umount", "-l", str(folder)], check=True)
+    with tmpfs(tmp_path / "ro", "64k", read_only=True) as folder:
+        yield folder
 
 
 def test_a_write_replaces_the_file_and_leaves_no_temporary_file(tmp_path):

@@ -1,11 +1,10 @@
-"""Specification of src/helpers.py: finding, downloading and reading the data, and its statistics."""
+"""Specification of src/helpers.py: finding and reading the data, and its statistics (downloading: test_download.py)."""
 
-import hashlib
-import http.server
-import io
 import json
-import threading
-import zipfile
+import os
+import shutil
+import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +12,18 @@ import pytest
 import torch
 from PIL import Image
 
-from src import helpers
+from src import download, helpers
 from src.helpers import (
     DataError,
     compute_mean_and_std,
     dataset_stats,
     display_name,
-    download_and_extract,
     get_data_location,
     load_rgb_image,
+    scan_files,
     setup_env,
 )
-from tests.conftest import exif_rotated_jpeg
+from tests.conftest import exif_rotated_jpeg, tmpfs
 
 # ----------------------------------------------------------------------------------------------------------------------
 # get_data_location
@@ -61,155 +60,6 @@ def test_a_folder_without_train_and_test_is_rejected(tmp_path, monkeypatch):
     monkeypatch.setenv("LANDMARK_DATA", str(tmp_path))
     with pytest.raises(DataError, match="train/ and test/"):
         get_data_location()
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# download_and_extract, against a real HTTP server on 127.0.0.1
-
-
-def make_dataset_zip() -> bytes:
-    """A zip laid out like the official one: landmark_images/{train,test}/<class>/<image>."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for split in ("train", "test"):
-            for name in ("00.Place_A", "01.Place_B"):
-                image = io.BytesIO()
-                Image.new("RGB", (32, 24), (10, 200, 30)).save(image, format="PNG")
-                archive.writestr(f"landmark_images/{split}/{name}/photo.png", image.getvalue())
-        archive.writestr("landmark_images/train/00.Place_A/padding.bin", np.random.bytes(200_000))
-    return buffer.getvalue()
-
-
-class ZipServer:
-    """Serves one file with HTTP Range support. `cut_after` bytes of the next response are sent, then the
-    connection drops (a network failure mid-download). Records every request's Range header."""
-
-    def __init__(self, payload: bytes):
-        self.payload, self.cut_after, self.ranges, self.honour_range = payload, None, [], True
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                if self.path != "/landmark_images.zip":
-                    self.send_error(404)
-                    return
-                requested = self.headers.get("Range")
-                server.ranges.append(requested)
-                start = int(requested.split("=")[1].split("-")[0]) if requested and server.honour_range else 0
-                body = server.payload[start:]
-                self.send_response(206 if start else 200)
-                if start:
-                    self.send_header("Content-Range", f"bytes {start}-{len(server.payload) - 1}/{len(server.payload)}")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if server.cut_after is not None:
-                    body, server.cut_after = body[: server.cut_after], None
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/landmark_images.zip"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def zip_server():
-    server = ZipServer(make_dataset_zip())
-    yield server
-    server.close()
-
-
-def assert_complete_dataset(dest: Path) -> None:
-    root = dest / "landmark_images"
-    assert sorted(p.name for p in (root / "train").iterdir()) == ["00.Place_A", "01.Place_B"]
-    assert (root / "test" / "01.Place_B" / "photo.png").is_file()
-    assert sorted(p.name for p in dest.iterdir()) == ["landmark_images"], "no zip, .part or temp folder left behind"
-
-
-def test_download_fetches_unpacks_and_cleans_up(zip_server, tmp_path):
-    assert download_and_extract(zip_server.url, tmp_path) == tmp_path / "landmark_images"
-    assert_complete_dataset(tmp_path)
-    assert zip_server.ranges == [None]
-
-
-def test_download_is_idempotent(zip_server, tmp_path):
-    download_and_extract(zip_server.url, tmp_path)
-    download_and_extract(zip_server.url, tmp_path)
-    assert len(zip_server.ranges) == 1, "a complete dataset must not be downloaded again"
-
-
-def test_a_dropped_connection_is_resumed_with_a_range_request(zip_server, tmp_path):
-    zip_server.cut_after = 50_000
-    download_and_extract(zip_server.url, tmp_path)
-    assert zip_server.ranges == [None, "bytes=50000-"]
-    assert_complete_dataset(tmp_path)
-
-
-def test_a_partial_download_from_an_earlier_run_is_resumed_not_restarted(zip_server, tmp_path):
-    (tmp_path / "landmark_images.zip.part").write_bytes(zip_server.payload[:123_456])
-    download_and_extract(zip_server.url, tmp_path)
-    assert zip_server.ranges == ["bytes=123456-"]
-    assert_complete_dataset(tmp_path)
-
-
-def test_a_server_that_ignores_range_makes_the_download_start_over(zip_server, tmp_path):
-    (tmp_path / "landmark_images.zip.part").write_bytes(b"stale bytes from another file")
-    zip_server.honour_range = False
-    download_and_extract(zip_server.url, tmp_path)
-    assert_complete_dataset(tmp_path)
-
-
-def test_a_corrupt_zip_is_reported_deleted_and_leaves_no_dataset(zip_server, tmp_path):
-    payload = bytearray(zip_server.payload)
-    payload[100:200] = bytes(100)  # damage the first member's data: its CRC no longer matches
-    zip_server.payload = bytes(payload)
-    with pytest.raises(DataError, match="corrupt"):
-        download_and_extract(zip_server.url, tmp_path)
-    assert list(tmp_path.iterdir()) == [], "neither the bad zip nor a half-extracted dataset may remain"
-
-
-def test_a_wrong_sha256_is_reported_and_the_file_deleted(zip_server, tmp_path):
-    with pytest.raises(DataError, match="sha256"):
-        download_and_extract(zip_server.url, tmp_path, sha256="0" * 64)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_a_matching_sha256_is_accepted(zip_server, tmp_path):
-    download_and_extract(zip_server.url, tmp_path, sha256=hashlib.sha256(zip_server.payload).hexdigest())
-    assert_complete_dataset(tmp_path)
-
-
-def test_server_down_gives_one_line_with_the_url_and_the_manual_alternative(tmp_path):
-    server = ZipServer(b"")
-    url = server.url
-    server.close()  # nothing listens on that port any more
-    with pytest.raises(DataError) as caught:
-        download_and_extract(url, tmp_path, timeout=5)
-    message = str(caught.value)
-    assert "\n" not in message
-    assert url in message and "by hand" in message and "LANDMARK_DATA" in message
-
-
-def test_http_errors_are_reported_with_the_url(zip_server, tmp_path):
-    missing = zip_server.url.replace("landmark_images.zip", "other.zip")
-    with pytest.raises(DataError, match="404"):
-        download_and_extract(missing, tmp_path)
-
-
-def test_a_zip_without_the_dataset_layout_is_rejected(zip_server, tmp_path):
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("something/else.txt", "not a dataset")
-    zip_server.payload = buffer.getvalue()
-    with pytest.raises(DataError, match="train/ and test/"):
-        download_and_extract(zip_server.url, tmp_path)
-    assert not (tmp_path / "landmark_images").exists()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -338,6 +188,123 @@ def test_unreadable_images_are_listed_with_the_reason(writable_landmark_data):
     assert "UnidentifiedImageError" in unreadable[str(bad.relative_to(writable_landmark_data))]
 
 
+def test_a_failed_statistics_cache_write_only_warns_once(writable_landmark_data):
+    (writable_landmark_data / "dataset_stats.json").mkdir()  # a folder where the cache file goes: cannot be written
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stats = dataset_stats()
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "\n" not in messages[0]
+    assert "dataset_stats.json" in messages[0] and "recomputed next time" in messages[0]
+    assert stats["n_pixels"] > 0
+
+
+def test_the_statistics_cache_is_written_atomically_and_read_back(writable_landmark_data):
+    stats = dataset_stats()
+    cache = writable_landmark_data / "dataset_stats.json"
+    assert json.loads(cache.read_text(encoding="utf-8")) == stats
+    assert [p.name for p in writable_landmark_data.iterdir() if p.name.startswith(".")] == [], "no temp file left"
+
+
+def test_a_read_only_dataset_gets_its_statistics_with_one_warning(synthetic_root, tmp_path):
+    with tmpfs(tmp_path / "disk", "8m") as disk:
+        shutil.copytree(synthetic_root, disk / "data", ignore=shutil.ignore_patterns("dataset_stats.json"))
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        with pytest.warns(UserWarning, match="read-only") as caught:
+            stats = dataset_stats(disk / "data")
+        assert len(caught) == 1
+        assert stats["mean"] == pytest.approx(dataset_stats(synthetic_root)["mean"])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# scan_files: the one scan of the image folders (symlinks followed, each real folder once, bad entries skipped)
+
+
+def test_scan_follows_symlinked_folders(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "a.jpg").write_bytes(b"a")
+    (tmp_path / "class").mkdir()
+    (tmp_path / "class" / "linked").symlink_to(tmp_path / "real", target_is_directory=True)
+    assert scan_files(tmp_path / "class") == ([tmp_path / "class" / "linked" / "a.jpg"], [])
+
+
+def test_scan_skips_a_link_back_to_a_containing_folder_and_lists_each_file_once(tmp_path):
+    folder = tmp_path / "train" / "00.A"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(b"a")
+    (folder / "sub" / "b.jpg").write_bytes(b"b")
+    (folder / "sub" / "loop").symlink_to(folder, target_is_directory=True)  # to its class folder
+    (folder / "up").symlink_to(tmp_path / "train", target_is_directory=True)  # above it: would bring in other classes
+    (tmp_path / "train" / "01.B").mkdir()
+    (tmp_path / "train" / "01.B" / "c.jpg").write_bytes(b"c")
+    files, skipped = scan_files(folder)
+    assert files == [folder / "a.jpg", folder / "sub" / "b.jpg"]
+    assert sorted(skipped) == [
+        f"{folder / 'sub' / 'loop'} (a link to a folder that contains it)",
+        f"{folder / 'up'} (a link to a folder that contains it)",
+    ]
+
+
+def test_scan_reads_a_folder_linked_twice_once_preferring_the_real_one(tmp_path):
+    (tmp_path / "z_real").mkdir()
+    (tmp_path / "z_real" / "a.jpg").write_bytes(b"a")
+    (tmp_path / "a_link").symlink_to(tmp_path / "z_real", target_is_directory=True)
+    files, skipped = scan_files(tmp_path)
+    assert files == [tmp_path / "z_real" / "a.jpg"]
+    assert skipped == [f"{tmp_path / 'a_link'} (a second link to a folder already read)"]
+
+
+def test_scan_skips_self_links_dangling_links_and_special_files(tmp_path):
+    (tmp_path / "good.jpg").write_bytes(b"x")
+    (tmp_path / "self.jpg").symlink_to(tmp_path / "self.jpg")
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "missing.jpg")
+    (tmp_path / "self_dir").symlink_to(tmp_path / "self_dir", target_is_directory=True)
+    os.mkfifo(tmp_path / "pipe.jpg")  # reading it would block the loader forever
+    files, skipped = scan_files(tmp_path)
+    assert files == [tmp_path / "good.jpg"]
+    assert sorted(skipped) == [
+        f"{tmp_path / 'dangling.jpg'} (a link to nothing)",
+        f"{tmp_path / 'pipe.jpg'} (not a regular file)",
+        f"{tmp_path / 'self.jpg'} (a symlink loop)",
+        f"{tmp_path / 'self_dir'} (a symlink loop)",
+    ]
+
+
+def test_scan_skips_a_folder_it_may_not_read(tmp_path, monkeypatch):
+    (tmp_path / "private").mkdir()
+    (tmp_path / "private" / "a.jpg").write_bytes(b"a")
+    (tmp_path / "b.jpg").write_bytes(b"b")
+    real_scandir = os.scandir
+
+    def scandir(path):  # as root, chmod cannot take the permission away: refuse it here instead
+        if str(path).endswith("private"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(helpers.os, "scandir", scandir)
+    assert scan_files(tmp_path) == ([tmp_path / "b.jpg"], [f"{tmp_path / 'private'} (Permission denied)"])
+
+
+def test_scan_lists_files_in_imagefolders_order(tmp_path):
+    """By folder path, then name: files of a folder before those of its sub-folders, as torchvision's walk."""
+    for name in ("b.jpg", "a/z.jpg", "a-b/y.jpg", "c.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    expected = [Path(root) / name for root, _, names in sorted(os.walk(tmp_path)) for name in sorted(names)]
+    assert scan_files(tmp_path)[0] == expected
+
+
+def test_statistics_do_not_crash_on_symlink_loops_and_count_each_image_once(writable_landmark_data, synthetic_root):
+    folder = sorted((writable_landmark_data / "train").iterdir())[0]
+    (folder / "loop").symlink_to(folder, target_is_directory=True)
+    (folder / "up").symlink_to(writable_landmark_data, target_is_directory=True)
+    (folder / "self.jpg").symlink_to(folder / "self.jpg")
+    (folder / "dangling.jpg").symlink_to(folder / "nothing.jpg")
+    stats = dataset_stats()
+    assert stats["n_pixels"] == dataset_stats(synthetic_root)["n_pixels"]
+    assert stats["unreadable"] == {}
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # setup_env
 
@@ -354,7 +321,7 @@ def test_setup_env_seeds_everything_and_returns_a_device(landmark_data):
 
 def test_setup_env_does_not_download_over_an_explicit_LANDMARK_DATA(tmp_path, monkeypatch):
     monkeypatch.setenv("LANDMARK_DATA", str(tmp_path / "missing"))
-    monkeypatch.setattr(helpers, "download_and_extract", lambda *a, **k: pytest.fail("must not download"))
+    monkeypatch.setattr(download, "download_and_extract", lambda *a, **k: pytest.fail("must not download"))
     with pytest.raises(DataError, match="LANDMARK_DATA"):
         setup_env()
 
@@ -373,3 +340,58 @@ def test_every_class_folder_has_a_name_a_place_and_coordinates():
 )
 def test_landmark_place_knows_display_names_and_folders(name, place):
     assert helpers.landmark_place(name) == place
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# open_photo: what went wrong, in one line
+
+
+def os_error(kind: str) -> OSError:
+    import errno
+
+    return {"permission": PermissionError(errno.EACCES, "Permission denied"),
+            "vanished": FileNotFoundError(errno.ENOENT, "No such file or directory"),
+            "disk": OSError(errno.EIO, "Input/output error")}[kind]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "kind, words",
+    [("permission", "permission denied"), ("vanished", "no such file (it was moved or deleted)"),
+     ("disk", "cannot read the file (Input/output error)")],
+)  # fmt: skip
+def test_open_photo_says_when_the_file_itself_cannot_be_read(kind, words, tmp_path, monkeypatch):
+    """As root, chmod does not stop reads: the error comes from a stand-in for the reader (the file was listed)."""
+    path = saved(Image.new("RGB", (8, 8)), tmp_path / "photo.jpg")
+
+    def fails(*args, **kwargs):
+        raise os_error(kind)
+
+    monkeypatch.setattr(helpers, "load_rgb_image", fails)
+    with pytest.raises(helpers.PhotoError) as info:
+        helpers.open_photo(path)
+    assert str(info.value).startswith(f"{path}: {words}") and "damaged" not in str(info.value)
+
+
+def test_open_photo_says_when_a_folder_on_the_way_may_not_be_entered(tmp_path, monkeypatch):
+    class Guarded(type(Path())):
+        def stat(self, *args, **kwargs):
+            raise os_error("permission")
+
+    monkeypatch.setattr(helpers, "Path", Guarded)
+    with pytest.raises(helpers.PhotoError, match="permission denied"):
+        helpers.open_photo(str(tmp_path / "private" / "photo.jpg"))
+
+
+@pytest.mark.parametrize("kind, words", [("loop", "cannot read the file"), ("pipe", "not a regular file")])
+def test_open_photo_refuses_symlink_loops_and_pipes_without_waiting(kind, words, tmp_path):
+    path = tmp_path / "photo.jpg"
+    path.symlink_to(path) if kind == "loop" else os.mkfifo(path)  # a pipe without a writer would block a read
+    with pytest.raises(helpers.PhotoError, match=words):
+        helpers.open_photo(path)
+
+
+def test_open_photo_still_calls_a_decoding_failure_damaged(tmp_path):
+    whole = saved(Image.effect_noise((200, 200), 50).convert("RGB"), tmp_path / "whole.jpg")
+    (tmp_path / "cut.jpg").write_bytes(whole.read_bytes()[:1500])
+    with pytest.raises(helpers.PhotoError, match="cut.jpg: damaged or truncated image"):
+        helpers.open_photo(tmp_path / "cut.jpg")

@@ -3,7 +3,6 @@
 import errno
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -29,7 +28,7 @@ from src.predictor import (
 )
 from src.train import main as train_main
 from src.transfer import PRETRAINED_MEAN, PRETRAINED_STD, get_model_transfer_learning
-from tests.conftest import LANDMARK_NAMES
+from tests.conftest import LANDMARK_NAMES, tmpfs
 
 matplotlib.use("Agg")
 MEAN, STD = [0.5, 0.45, 0.4], [0.25, 0.25, 0.25]
@@ -292,17 +291,9 @@ def test_export_refuses_settings_that_make_no_sense_before_writing(change, words
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-    """A 1 MB file system (tmpfs) at tmp_path/disk; skipped where it cannot be mounted (needs root)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mount = shutil.which("mount")
-    command = [mount, "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)]
-    if mount is None or subprocess.run(command, capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    """A 1 MB file system (tmpfs) at tmp_path/disk."""
+    with tmpfs(tmp_path / "disk", "1m") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
 
 
 def test_export_to_a_full_disk_is_one_line_and_keeps_the_previous_file(small_scratch_model, transfer_model, tiny_disk):

@@ -17,6 +17,7 @@ from src.model import MyModel
 from src.optimization import get_loss, get_optimizer, get_scheduler
 from src.transfer import get_model_transfer_learning
 from src.train import main, one_epoch_test, optimize, resume_path, train_one_epoch, valid_one_epoch
+from tests.conftest import tmpfs
 
 matplotlib.use("Agg")
 CPU = torch.device("cpu")
@@ -406,15 +407,8 @@ def test_cli_refuses_a_save_path_that_is_a_folder_lies_under_a_file_or_names_a_c
 
 
 def test_cli_refuses_a_read_only_save_folder_in_one_line_before_looking_at_the_data(tmp_path, capsys):
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
-        with pytest.raises(SystemExit):
-            main(["--save-path", str(folder / "m.pt")])
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=True)
+    with tmpfs(tmp_path / "ro", "64k", read_only=True) as folder, pytest.raises(SystemExit):
+        main(["--save-path", str(folder / "m.pt")])
     assert capsys.readouterr().err == (
         f"error: argument --save-path: Cannot write in {folder}: the file system is read-only: save somewhere else. "
         f"(--help lists the options)\n"
