@@ -49,5 +49,6 @@ def test_kill_resume_leaves_a_loadable_checkpoint_and_resumes():
     resumed = re.search(r"resume finished: (\d+)/(\d+)", result.stdout)
     assert loadable and resumed, result.stdout
     killed = int(loadable[2])
-    assert killed >= 1 and loadable[1] == resumed[1] == resumed[2] == str(killed), result.stdout
+    same = re.search(r"resumed history equal to the uninterrupted run's: (\d+)/(\d+)", result.stdout)
+    assert killed >= 1 and loadable[1] == resumed[1] == same[1] == same[2] == str(killed), result.stdout
     assert "FAILED" not in result.stdout, result.stdout
