@@ -9,7 +9,6 @@ Usage:  python -m src.data --dataset fashion-mnist   (prints a summary; download
 
 from __future__ import annotations
 
-import argparse
 import functools
 import gzip
 import itertools
@@ -28,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from src.checks import check_float, check_int, check_num_workers
+from src.checks import OneLineParser, check_float, check_int, check_num_workers
 from src.download import download_and_extract
 from src.files import WriteError, write_atomically
 from src.helpers import (
@@ -47,6 +46,9 @@ from src.helpers import (
 DATASETS = ("landmarks", "fashion-mnist")
 LANDMARK_IMAGE_SIZE = 224  # the crop the network sees
 LANDMARK_RESIZE_SIZE = 256  # shorter side before cropping: the usual 256 -> 224 ImageNet recipe
+# Larger crops are refused: the photos are about 800 x 600, and memory grows with the square of the side (one
+# 100,000 px crop would take 120 GB as float32).
+MAX_IMAGE_SIZE = 1024
 FASHION_MNIST_IMAGE_SIZE = 28
 FASHION_MNIST_DIR = PROJECT_ROOT / "fashion_mnist"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # `apt-get install dataset-fashion-mnist`
@@ -102,9 +104,9 @@ def check_dataset_name(dataset: str) -> None:
 
 
 def check_image_size(image_size: int | None) -> None:
-    """None (the preset's size) or a side of at least 1 px; the model may need more (src/train.py checks that)."""
+    """None (the preset's size) or a side of 1 to MAX_IMAGE_SIZE px."""
     if image_size is not None:
-        check_int(image_size, 1, "image_size")
+        check_int(image_size, 1, "image_size", maximum=MAX_IMAGE_SIZE)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -442,10 +444,10 @@ def dataset_summary(dataset: str = "landmarks", valid_size: float = 0.2) -> str:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Fetch/verify a dataset and print a summary of it.")
+def main(argv: list[str] | None = None) -> None:
+    parser = OneLineParser(description="Fetch/verify a dataset and print a summary of it.")
     parser.add_argument("--dataset", choices=DATASETS, default="landmarks")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     try:
         if args.dataset == "landmarks":
             try:

@@ -135,11 +135,20 @@ def export(checkpoint: str | Path, path: str | Path | None = None) -> Path:
     """Export a checkpoint written by `python -m src.train` (weights + its .json run record) to a predictor file.
 
     Default destination: checkpoints/original_exported.pt for the from-scratch model, else transfer_exported.pt.
+    A missing or damaged checkpoint or run record raises ValueError with one line.
     """
     checkpoint = Path(checkpoint)
-    record = json.loads(checkpoint.with_suffix(".json").read_text())
-    model = build_model(record["model"], len(record["class_names"]), record["image_size"])
-    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    record_path = checkpoint.with_suffix(".json")
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        model = build_model(record["model"], len(record["class_names"]), record["image_size"])
+        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    except FileNotFoundError as err:
+        raise ValueError(f"{err.filename}: no such file. Export a checkpoint that `python -m src.train` finished: it "
+                         f"writes the weights and their run record {record_path.name}.") from None  # fmt: skip
+    except Exception as err:  # noqa: BLE001 - a damaged record or checkpoint fails in many ways
+        raise ValueError(f"Cannot export {checkpoint}: it or its run record {record_path.name} is damaged or from "
+                         f"another model ({error_line(err)}). Train it again.") from None  # fmt: skip
     path = Path(path) if path else exported_model_path("scratch" if record["model"] == "scratch" else "transfer", record["dataset"])
     resize_size = eval_resize_size(record["dataset"], record["image_size"])
     export_predictor(model, record["class_names"], record["mean"], record["std"], path, record["image_size"], resize_size)

@@ -38,8 +38,9 @@ from src.checks import (
     POSITIVE_INT,
     OneLineParser,
     check_int,
+    int_at_least,
 )
-from src.data import DATASETS, get_class_names, get_data_loaders, get_normalization
+from src.data import DATASETS, MAX_IMAGE_SIZE, get_class_names, get_data_loaders, get_normalization
 from src.files import WriteError, check_writable, save_json, save_torch
 from src.gpu_data import fastest_loaders
 from src.helpers import CHECKPOINTS_DIR, DataError, get_device, seed_everything
@@ -320,7 +321,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--cache-features", action="store_true",
         help="frozen transfer only: run the backbone once, then train the head on cached features (fast on a CPU)",
     )  # fmt: skip
-    parser.add_argument("--image-size", type=POSITIVE_INT, default=None, help="default: the dataset's (224 or 28)")
+    parser.add_argument(
+        "--image-size", type=int_at_least(1, MAX_IMAGE_SIZE), default=None, help="default: the dataset's (224 or 28)"
+    )
     parser.add_argument("--limit", type=int, default=-1, help="cap each split (quick runs); 0 or less: no cap")
     parser.add_argument("--num-workers", type=NUM_WORKERS, default=-1, help="-1: all cores")
     parser.add_argument(

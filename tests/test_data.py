@@ -192,8 +192,9 @@ def test_valid_size_outside_0_1_is_rejected(landmark_data, valid_size):
     [({"batch_size": 0}, "batch_size must be at least 1, got 0"),
      ({"batch_size": 2.5}, "batch_size must be a whole number, got 2.5"),
      ({"num_workers": -2}, "num_workers must be at least -1, got -2"),
-     ({"image_size": 0}, "image_size must be at least 1, got 0"),
-     ({"image_size": -64}, "image_size must be at least 1, got -64"),
+     ({"image_size": 0}, "image_size must be in [1, 1024], got 0"),
+     ({"image_size": -64}, "image_size must be in [1, 1024], got -64"),
+     ({"image_size": 100_000}, "image_size must be in [1, 1024], got 100000"),
      ({"image_size": "224"}, "image_size must be a whole number, got '224'"),
      ({"limit": 0.5}, "limit must be a whole number, got 0.5"),
      ({"valid_size": "0.2"}, "valid_size must be a finite number, got '0.2'")],
@@ -207,7 +208,7 @@ def test_bad_settings_are_one_line_errors_before_any_work(tmp_path, monkeypatch,
 
 @pytest.mark.parametrize("image_size", [0, -1])
 def test_get_transforms_rejects_an_image_size_below_1(image_size):
-    with pytest.raises(ValueError, match="image_size must be at least 1"):
+    with pytest.raises(ValueError, match=r"image_size must be in \[1, 1024\]"):
         get_transforms("landmarks", MEAN, STD, image_size=image_size)
 
 

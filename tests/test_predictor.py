@@ -296,6 +296,16 @@ def tiny_disk(tmp_path):
         yield disk
 
 
+def test_export_of_a_checkpoint_without_a_readable_run_record_is_one_line(tmp_path, small_scratch_model):
+    checkpoint = tmp_path / "scratch.pt"
+    torch.save(small_scratch_model.state_dict(), checkpoint)
+    with pytest.raises(ValueError, match=r"scratch.json: no such file\. Export a checkpoint that"):
+        export(checkpoint)
+    checkpoint.with_suffix(".json").write_text("")  # what a full disk left before records were written atomically
+    with pytest.raises(ValueError, match=r"is damaged or from another model \(Expecting value: line 1"):
+        export(checkpoint)
+
+
 def test_export_to_a_full_disk_is_one_line_and_keeps_the_previous_file(small_scratch_model, transfer_model, tiny_disk):
     path = tiny_disk / "exported.pt"
     export_predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD, path)  # about 0.1 MB: fits

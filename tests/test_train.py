@@ -378,7 +378,7 @@ BAD_OPTIONS = [
     ["--epochs", "0"], ["--epochs", "-1"], ["--batch-size", "0"], ["--batch-size", "-8"], ["--image-size", "0"],
     ["--image-size", "-1"], ["--lr", "0"], ["--lr", "-0.1"], ["--label-smoothing", "1"], ["--label-smoothing", "-0.1"],
     ["--dropout", "1"], ["--dropout", "1.5"], ["--num-workers", "-2"], ["--weight-decay", "-1"], ["--momentum", "1"],
-    ["--epochs", "ten"], ["--lr", "nan"],
+    ["--epochs", "ten"], ["--lr", "nan"], ["--image-size", "100000"],
 ]
 
 
