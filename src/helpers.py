@@ -27,6 +27,7 @@ import torch
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
+from src.checks import check_int
 from src.files import WriteError, check_writable, save_json
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +37,7 @@ DEFAULT_DATA_DIR = PROJECT_ROOT / "landmark_images"
 LANDMARKS_CSV = Path(__file__).with_name("landmarks.csv")  # name and location of each of the 50 landmarks
 STATS_FILE = "dataset_stats.json"  # cached mean/std and unreadable files, written into the dataset root
 
+MAX_SEED = 2**32 - 1  # NumPy's legacy seeding takes 0 to 2**32 - 1
 MAX_PIXELS = 90_000_000  # larger images are refused: a small file can decode to gigabytes (a "decompression bomb")
 # The same list torchvision's ImageFolder uses, so the scan below sees exactly the files the loader would.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -377,7 +379,8 @@ def compute_mean_and_std(root: str | Path | None = None) -> tuple[torch.Tensor, 
 
 
 def seed_everything(seed: int = 42) -> None:
-    """Seed Python, NumPy and PyTorch (CPU and every GPU) so runs are repeatable."""
+    """Seed Python, NumPy and PyTorch (CPU and every GPU) so runs are repeatable. seed: 0 to 2**32 - 1 (NumPy's range)."""
+    check_int(seed, 0, "seed", maximum=MAX_SEED)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds CUDA and MPS

@@ -43,7 +43,7 @@ from src.checks import (
 from src.data import DATASETS, MAX_IMAGE_SIZE, get_class_names, get_data_loaders, get_normalization
 from src.files import WriteError, check_writable, save_json, save_torch
 from src.gpu_data import fastest_loaders
-from src.helpers import CHECKPOINTS_DIR, DataError, get_device, seed_everything
+from src.helpers import CHECKPOINTS_DIR, MAX_SEED, DataError, get_device, seed_everything
 from src.model import MyModel
 from src.optimization import OPTIMIZERS, SCHEDULERS, get_loss, get_optimizer, get_scheduler
 from src.transfer import (
@@ -148,7 +148,8 @@ def optimize(
         a larger n_epochs extends it. Without resume, files an earlier run left at save_path are first renamed to
         <name>_<date>_<time>.* (src/checkpoints.py), never overwritten.
     Returns the history: per-epoch lists of train/valid loss, train/valid accuracy and learning rate.
-    A NaN/inf loss, a failed write or Ctrl-C stops training early with one message; save_path keeps the best weights.
+    A NaN/inf loss, a failed write, running out of GPU memory or Ctrl-C stops training early with one message;
+    save_path keeps the best weights.
     Raises ValueError (one line) for n_epochs < 1 and ResumeError when the saved run cannot be continued, and
     WriteError before the first epoch when save_path's folder is not writable or has too little space.
     """
@@ -201,6 +202,9 @@ def optimize(
                     plot.update(history)
         except (FloatingPointError, WriteError) as err:
             print(f"Stopped in epoch {epoch}: {err} {_where_the_best_is(save_path)}", file=sys.stderr)
+        except torch.OutOfMemoryError as err:  # a GPU too small for this batch: say what to change, keep the best
+            print(f"Stopped in epoch {epoch}: out of memory ({str(err).splitlines()[0]}). Lower the batch size or the "
+                  f"image size. {_where_the_best_is(save_path)}", file=sys.stderr)  # fmt: skip
         except KeyboardInterrupt:
             print(
                 f"Interrupted in epoch {epoch}. {_where_the_best_is(save_path)} "
@@ -305,7 +309,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", choices=("scratch", *AVAILABLE_MODELS), default="scratch")
     parser.add_argument("--dataset", choices=DATASETS, default="landmarks")
     parser.add_argument("--epochs", type=POSITIVE_INT, default=None, help="default: 80 from scratch, 15 for transfer")
-    parser.add_argument("--batch-size", type=POSITIVE_INT, default=64)
+    # BatchNorm needs 2 values per channel in training: a batch of 1 fails once a feature map is 1 x 1.
+    parser.add_argument("--batch-size", type=int_at_least(2), default=64)
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="AdamW")
     parser.add_argument("--lr", type=POSITIVE_FLOAT, default=None, help="default: 2e-3 from scratch, 1e-3 for transfer")
     parser.add_argument("--weight-decay", type=NON_NEGATIVE_FLOAT, default=0.05)
@@ -331,7 +336,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="default: checkpoints/<model>_<dataset>.pt; an earlier run's files there are kept under a dated name",
     )  # fmt: skip
     parser.add_argument("--resume", action="store_true", help="continue the run saved at --save-path")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=42)
     args = parser.parse_args(argv)
     transfer = args.model != "scratch"
     if args.cache_features and not (transfer and args.fine_tune == "none"):

@@ -21,6 +21,7 @@ from src.helpers import (
     get_data_location,
     load_rgb_image,
     scan_files,
+    seed_everything,
     setup_env,
 )
 from tests.conftest import exif_rotated_jpeg, tmpfs
@@ -395,3 +396,9 @@ def test_open_photo_still_calls_a_decoding_failure_damaged(tmp_path):
     (tmp_path / "cut.jpg").write_bytes(whole.read_bytes()[:1500])
     with pytest.raises(helpers.PhotoError, match="cut.jpg: damaged or truncated image"):
         helpers.open_photo(tmp_path / "cut.jpg")
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_a_seed_numpy_cannot_take_is_one_line(seed):
+    with pytest.raises(ValueError, match=rf"^seed must be in \[0, 4294967295\], got {seed}$"):
+        seed_everything(seed)

@@ -198,6 +198,24 @@ def test_a_failed_write_stops_training_with_one_line_and_keeps_the_last_good_che
     assert weight_marker(saved) == 1
 
 
+def test_running_out_of_gpu_memory_stops_with_one_line_and_keeps_the_best_checkpoint(loaders, tmp_path, monkeypatch, capsys):
+    scripted = scripted_run_epoch([1.0, 0.8])
+
+    def out_of_memory_in_epoch_2(loader, model, loss_fn, optimizer=None, device=None, desc=""):
+        if desc == "Epoch 2 train":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore details")
+        return scripted(loader, model, loss_fn, optimizer, device, desc)
+
+    monkeypatch.setattr(train, "run_epoch", out_of_memory_in_epoch_2)
+    model, save_path = small_model(), tmp_path / "best.pt"
+    history = optimize(loaders, model, get_optimizer(model), get_loss(), 3, save_path, device=CPU)
+    assert len(history["train_loss"]) == 1
+    assert capsys.readouterr().err == (
+        "Stopped in epoch 2: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB). Lower the batch size or "
+        f"the image size. The best weights so far are in {save_path}.\n"
+    )
+
+
 def test_a_second_run_keeps_the_first_runs_files_under_a_dated_name(loaders, tmp_path, capsys):
     save_path = tmp_path / "best.pt"
     model = small_model()
@@ -375,10 +393,10 @@ def test_cli_resume_with_more_epochs_continues_the_run(landmark_data, tmp_path):
 
 
 BAD_OPTIONS = [
-    ["--epochs", "0"], ["--epochs", "-1"], ["--batch-size", "0"], ["--batch-size", "-8"], ["--image-size", "0"],
+    ["--epochs", "0"], ["--epochs", "-1"], ["--batch-size", "0"], ["--batch-size", "-8"], ["--batch-size", "1"], ["--image-size", "0"],
     ["--image-size", "-1"], ["--lr", "0"], ["--lr", "-0.1"], ["--label-smoothing", "1"], ["--label-smoothing", "-0.1"],
     ["--dropout", "1"], ["--dropout", "1.5"], ["--num-workers", "-2"], ["--weight-decay", "-1"], ["--momentum", "1"],
-    ["--epochs", "ten"], ["--lr", "nan"], ["--image-size", "100000"],
+    ["--epochs", "ten"], ["--lr", "nan"], ["--image-size", "100000"], ["--seed", "-1"], ["--seed", "4294967296"],
 ]
 
 
