@@ -393,10 +393,11 @@ def test_cli_resume_with_more_epochs_continues_the_run(landmark_data, tmp_path):
 
 
 BAD_OPTIONS = [
-    ["--epochs", "0"], ["--epochs", "-1"], ["--batch-size", "0"], ["--batch-size", "-8"], ["--batch-size", "1"], ["--image-size", "0"],
-    ["--image-size", "-1"], ["--lr", "0"], ["--lr", "-0.1"], ["--label-smoothing", "1"], ["--label-smoothing", "-0.1"],
-    ["--dropout", "1"], ["--dropout", "1.5"], ["--num-workers", "-2"], ["--weight-decay", "-1"], ["--momentum", "1"],
-    ["--epochs", "ten"], ["--lr", "nan"], ["--image-size", "100000"], ["--seed", "-1"], ["--seed", "4294967296"],
+    ["--epochs", "0"], ["--epochs", "-1"], ["--epochs", "ten"], ["--batch-size", "0"], ["--batch-size", "-8"],
+    ["--batch-size", "1"], ["--image-size", "0"], ["--image-size", "-1"], ["--image-size", "100000"], ["--lr", "0"],
+    ["--lr", "-0.1"], ["--lr", "nan"], ["--label-smoothing", "1"], ["--label-smoothing", "-0.1"], ["--dropout", "1"],
+    ["--dropout", "1.5"], ["--num-workers", "-2"], ["--weight-decay", "-1"], ["--momentum", "1"], ["--seed", "-1"],
+    ["--seed", "4294967296"],
 ]
 
 
