@@ -28,19 +28,22 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from src.checks import OneLineParser, check_float, check_int, check_num_workers
-from src.download import download_and_extract
-from src.files import WriteError, write_atomically
+from src.download import landmark_data
+from src.files import WriteError, check_writable, write_atomically
 from src.helpers import (
+    CHECKPOINTS_DIR,
     PROJECT_ROOT,
     DataError,
     class_folders,
     dataset_stats,
     display_name,
     get_data_location,
+    get_device,
     is_image,
     list_images,
     load_rgb_image,
     scan_files,
+    seed_everything,
 )
 
 DATASETS = ("landmarks", "fashion-mnist")
@@ -420,6 +423,17 @@ def _striped_image(k: int, n_classes: int, rng: np.random.Generator) -> Image.Im
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 
 
+def setup_env(seed: int = 42, download: bool = True) -> torch.device:
+    """The notebooks' first call: seed everything, check that checkpoints/ can be written, make sure the landmark
+    data is there (downloading it unless download=False or LANDMARK_DATA is set); returns the device to use."""
+    seed_everything(seed)
+    device = get_device()
+    print(f"Using {device}" + ("" if device.type != "cpu" else " (no GPU found: training will be slow)"))
+    check_writable(CHECKPOINTS_DIR)  # a read-only project folder: one line now, not a failed save hours later
+    landmark_data() if download else get_data_location()
+    return device
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Summary (make run)
 
@@ -450,12 +464,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         if args.dataset == "landmarks":
-            try:
-                get_data_location()
-            except DataError:
-                if os.environ.get("LANDMARK_DATA"):
-                    raise
-                download_and_extract()
+            landmark_data()
         print(dataset_summary(args.dataset))
     except (DataError, WriteError) as err:
         raise SystemExit(f"error: {err}") from None

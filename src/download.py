@@ -60,6 +60,17 @@ class BadReply(Exception):
     """The server's reply cannot be appended to the partial download safely (says why)."""
 
 
+def landmark_data() -> Path:
+    """The landmark dataset root (helpers.get_data_location), downloaded first when it is missing; never over a
+    LANDMARK_DATA that the user set (that path's DataError says how to fix it)."""
+    try:
+        return helpers.get_data_location()
+    except DataError:
+        if os.environ.get("LANDMARK_DATA"):
+            raise
+        return download_and_extract()
+
+
 def download_and_extract(
     url: str = DATA_URL,
     dest: str | Path | None = None,

@@ -28,7 +28,7 @@ from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from src.checks import check_int
-from src.files import WriteError, check_writable, save_json
+from src.files import WriteError, save_json
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Trained and exported models; LANDMARK_CHECKPOINTS points elsewhere (e.g. to keep several experiments apart).
@@ -393,20 +393,3 @@ def get_device() -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def setup_env(seed: int = 42, download: bool = True) -> torch.device:
-    """Seed everything, create checkpoints/, make sure the landmark data is there; returns the device to use."""
-    seed_everything(seed)
-    device = get_device()
-    print(f"Using {device}" + ("" if device.type != "cpu" else " (no GPU found: training will be slow)"))
-    check_writable(CHECKPOINTS_DIR)  # a read-only project folder: one line now, not a failed save hours later
-    try:
-        get_data_location()
-    except DataError:
-        if not download or os.environ.get("LANDMARK_DATA"):
-            raise
-        from src.download import download_and_extract  # here, not at the top: src.download imports this module
-
-        download_and_extract()
-    return device

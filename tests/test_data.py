@@ -24,7 +24,7 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import SequentialSampler  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
 
-from src import data  # noqa: E402
+from src import data, download  # noqa: E402
 from src.data import (  # noqa: E402
     FASHION_MNIST_DIR,
     FASHION_MNIST_SIZES,
@@ -39,10 +39,11 @@ from src.data import (  # noqa: E402
     get_transforms,
     make_synthetic_dataset,
     prepare_fashion_mnist,
+    setup_env,
     stratified_split,
     visualize_one_batch,
 )
-from src.helpers import DataError, dataset_stats, load_rgb_image  # noqa: E402
+from src.helpers import CHECKPOINTS_DIR, DataError, dataset_stats, load_rgb_image  # noqa: E402
 from tests.conftest import N_CLASSES, N_TEST, N_TRAIN, SAMPLES, requires_samples, tmpfs  # noqa: E402
 
 # What the synthetic dataset must split into with the default valid_size=0.2: class 00 has 2 extra train images.
@@ -768,3 +769,24 @@ def test_train_augment_false_gives_the_training_images_the_deterministic_eval_tr
     train = loaders["train"].dataset
     first, again = train[0][0], train[0][0]
     assert torch.equal(first, again) and first.shape == (3, 224, 224)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# setup_env
+
+
+def test_setup_env_seeds_everything_and_returns_a_device(landmark_data):
+    device = setup_env(seed=7)
+    first = (torch.rand(3), np.random.rand(), __import__("random").random())
+    setup_env(seed=7)
+    second = (torch.rand(3), np.random.rand(), __import__("random").random())
+    assert isinstance(device, torch.device)
+    assert torch.equal(first[0], second[0]) and first[1:] == second[1:]
+    assert CHECKPOINTS_DIR.is_dir()
+
+
+def test_setup_env_does_not_download_over_an_explicit_LANDMARK_DATA(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANDMARK_DATA", str(tmp_path / "missing"))
+    monkeypatch.setattr(download, "download_and_extract", lambda *a, **k: pytest.fail("must not download"))
+    with pytest.raises(DataError, match="LANDMARK_DATA"):
+        setup_env()

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from src import download, helpers
+from src import helpers
 from src.helpers import (
     DataError,
     compute_mean_and_std,
@@ -22,7 +22,6 @@ from src.helpers import (
     load_rgb_image,
     scan_files,
     seed_everything,
-    setup_env,
 )
 from tests.conftest import exif_rotated_jpeg, tmpfs
 
@@ -304,27 +303,6 @@ def test_statistics_do_not_crash_on_symlink_loops_and_count_each_image_once(writ
     stats = dataset_stats()
     assert stats["n_pixels"] == dataset_stats(synthetic_root)["n_pixels"]
     assert stats["unreadable"] == {}
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# setup_env
-
-
-def test_setup_env_seeds_everything_and_returns_a_device(landmark_data):
-    device = setup_env(seed=7)
-    first = (torch.rand(3), np.random.rand(), __import__("random").random())
-    setup_env(seed=7)
-    second = (torch.rand(3), np.random.rand(), __import__("random").random())
-    assert isinstance(device, torch.device)
-    assert torch.equal(first[0], second[0]) and first[1:] == second[1:]
-    assert helpers.CHECKPOINTS_DIR.is_dir()
-
-
-def test_setup_env_does_not_download_over_an_explicit_LANDMARK_DATA(tmp_path, monkeypatch):
-    monkeypatch.setenv("LANDMARK_DATA", str(tmp_path / "missing"))
-    monkeypatch.setattr(download, "download_and_extract", lambda *a, **k: pytest.fail("must not download"))
-    with pytest.raises(DataError, match="LANDMARK_DATA"):
-        setup_env()
 
 
 def test_every_class_folder_has_a_name_a_place_and_coordinates():
