@@ -154,6 +154,8 @@ def run_settings(
         "learning rate": [group.get("initial_lr", group["lr"]) for group in groups],
         "weight decay": [group.get("weight_decay") for group in groups],
         "momentum": [group.get("momentum") for group in groups],
+        # what trains: another fine-tuning depth changes these counts, and the optimizer state would not fit
+        "trained parameters": [sum(p.numel() for p in group["params"]) for group in groups],
         "scheduler": type(scheduler).__name__,
     }
     if hasattr(loss_fn, "label_smoothing"):
@@ -230,9 +232,14 @@ def load_resume_state(state_file: Path, model: nn.Module, optimizer, scheduler, 
     if differences:
         raise ResumeError(f"Cannot resume from {state_file}: {'; '.join(differences)}. Resume with the same "
                           f"settings, {start_over}.")  # fmt: skip
-    model.load_state_dict(theirs)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    try:
+        model.load_state_dict(theirs)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (ValueError, KeyError, RuntimeError) as err:  # a state from another version of the recipe
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ResumeError(f"Cannot resume from {state_file}: it does not fit this model or optimizer ({first_line}); "
+                          f"{start_over}.") from None  # fmt: skip
     return state
 
 

@@ -272,6 +272,17 @@ def test_resuming_with_another_number_of_classes_is_refused_in_one_line(loaders,
         optimize(loaders, other, get_optimizer(other), get_loss(), 2, save_path, resume=True, device=CPU)
 
 
+def test_cli_resume_with_another_fine_tuning_depth_is_refused_in_one_line(landmark_data, tmp_path, capsys):
+    save_path = tmp_path / "transfer.pt"
+    argv = ["--model", "efficientnet_lite0", "--epochs", "1", "--image-size", "32", "--batch-size", "8",
+            "--num-workers", "0", "--save-path", str(save_path)]  # fmt: skip
+    assert main(argv + ["--fine-tune", "last"]) == 0
+    capsys.readouterr()
+    assert main(argv + ["--fine-tune", "all", "--resume", "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Cannot resume") and "trained parameters" in err and err.count("\n") == 1
+
+
 def test_a_damaged_resume_file_is_refused_in_one_line(loaders, tmp_path):
     save_path = tmp_path / "best.pt"
     resume_path(save_path).write_bytes(b"not a checkpoint")
