@@ -16,8 +16,10 @@ history, TRIAL/model.pt loads and no temporary file (.NAME.tmp) is left in TRIAL
 the calibration run's (with no worker processes, a resumed run draws the same random numbers: equal, to the bit).
 Prints one line per trial (kill time, what was on disk, resume outcome, any other file left afterwards; FAILED lines
 with the child's last log line), then `loadable best checkpoint after the kill: K/N`, `resume finished: R/N`,
-`resumed history equal to the uninterrupted run's: S/N` (N: the runs actually killed) and the time taken. A run that ended before its kill tested nothing: it is counted on a line of its own ('finished before the
-kill'), as is one that failed before its first best checkpoint. Exit code 0 whatever the figures.
+`resumed history equal to the uninterrupted run's: S/N` (N: the runs actually killed) and the time taken.
+A run that ended before its kill tested nothing: it is reported on a line of its own ('finished before the kill'),
+as is one that failed before its first best checkpoint, and another run is started in its place (up to 2N runs in
+all), so that N counts runs really killed. Exit code 0 whatever the figures.
 """
 
 import argparse
@@ -163,7 +165,9 @@ def main() -> None:
               f"{last_write:.1f} s; kills uniform in 0-{window:.1f} s after the first best")  # fmt: skip
 
         loadable = resumed = same = early = failed_early = 0
-        for trial in range(1, args.runs + 1):
+        trial = killed = 0
+        while killed < args.runs and trial < 2 * args.runs:  # a run that ended before its kill is tried again
+            trial += 1
             folder = tmp / f"trial_{trial:02d}"
             folder.mkdir()
             save_path = folder / "model.pt"
@@ -190,6 +194,7 @@ def main() -> None:
                 print(f"run {trial:2d}: finished before the kill (exit code {process.returncode}, {at:.1f} s)")
                 continue
 
+            killed += 1
             disk = on_disk(folder)
             problem = load_best(save_path, args.image_size)
             loadable += problem is None
@@ -212,13 +217,12 @@ def main() -> None:
             else:
                 print(f"{line}; FAILED resume: {failure}{also}; last log line: {last_line(folder / 'resume.log')}")
 
-    killed = args.runs - early - failed_early
     print(f"loadable best checkpoint after the kill: {loadable}/{killed}")
     print(f"resume finished: {resumed}/{killed}")
     print(f"resumed history equal to the uninterrupted run's: {same}/{killed}")
     if early or failed_early:
         print(f"not killed: {early} finished before the kill, {failed_early} failed before their first best checkpoint"
-              f" (of {args.runs} runs)")  # fmt: skip
+              f" (of {trial} runs started)")  # fmt: skip
     print(f"time: {time.perf_counter() - began:.0f} s")
 
 
