@@ -6,7 +6,16 @@ import json
 import pytest
 import torch
 
-from src.files import WriteError, check_writable, save_json, save_script, save_torch, temp_path, write_atomically
+from src.files import (
+    WriteError,
+    check_writable,
+    quiet_torchscript,
+    save_json,
+    save_script,
+    save_torch,
+    temp_path,
+    write_atomically,
+)
 from tests.conftest import tmpfs
 
 
@@ -34,8 +43,9 @@ def test_a_write_replaces_the_file_and_leaves_no_temporary_file(tmp_path):
 def test_torch_objects_and_scripted_modules_round_trip(tmp_path):
     save_torch({"w": torch.arange(3)}, tmp_path / "state.pt")
     assert torch.equal(torch.load(tmp_path / "state.pt")["w"], torch.arange(3))
-    save_script(torch.jit.script(torch.nn.Linear(2, 1)), tmp_path / "model.pt")
-    assert torch.jit.load(str(tmp_path / "model.pt"))(torch.zeros(1, 2)).shape == (1, 1)
+    with quiet_torchscript():
+        save_script(torch.jit.script(torch.nn.Linear(2, 1)), tmp_path / "model.pt")
+        assert torch.jit.load(str(tmp_path / "model.pt"))(torch.zeros(1, 2)).shape == (1, 1)
 
 
 def test_a_full_disk_gives_one_line_keeps_the_old_file_and_removes_the_temporary_file(tiny_disk):
@@ -49,7 +59,8 @@ def test_a_full_disk_gives_one_line_keeps_the_old_file_and_removes_the_temporary
 
 
 def test_a_scripted_module_on_a_full_disk_is_a_write_error_not_a_crash(tiny_disk):
-    big = torch.jit.script(torch.nn.Linear(200, 200))  # 160 KB of weights
+    with quiet_torchscript():
+        big = torch.jit.script(torch.nn.Linear(200, 200))  # 160 KB of weights
     with pytest.raises(WriteError, match="the disk is full"):
         save_script(big, tiny_disk / "exported.pt")
     assert list(tiny_disk.iterdir()) == []
