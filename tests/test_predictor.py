@@ -1,12 +1,9 @@
 """Specification of src/predictor.py: the exported predictor file and the tools to test it."""
 
-import errno
 import json
 import os
 import subprocess
 import sys
-import zipfile
-from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -15,7 +12,7 @@ import torch
 from PIL import Image
 
 from src.data import eval_resize_size, get_data_loaders, get_transforms
-from src.exported import HOW_TO_EXPORT, load_predictor, warm_up
+from src.exported import load_predictor
 from src.files import WriteError, quiet_torchscript
 from src.predictor import (
     MAX_ASPECT,
@@ -150,20 +147,6 @@ def test_the_predictor_preprocesses_like_the_eval_transform(small_scratch_model)
     assert (got - expected).abs().max() < 0.02, "only resampling differences (PIL vs torch) are allowed"
 
 
-def test_warm_up_runs_a_loaded_predictor_without_changing_its_answers(exported_scratch):
-    predictor = load_predictor(exported_scratch)
-    with torch.inference_mode():
-        cold = predictor(photo(800, 600))
-        warm_up(predictor)
-        assert torch.allclose(predictor(photo(800, 600)), cold, atol=1e-6)
-
-
-def test_class_names_and_places_travel_inside_the_file(exported_scratch):
-    predictor = load_predictor(exported_scratch)
-    assert list(predictor.class_names) == LANDMARK_NAMES
-    assert list(predictor.class_places) == ["Paris, France", "San Francisco, California, United States", "Brussels, Belgium"]
-
-
 def test_the_exported_file_works_in_a_fresh_process_that_imports_only_torch(exported_scratch):
     code = f"""
 import json, sys, torch
@@ -194,81 +177,7 @@ def test_the_transfer_predictor_exports_and_reloads(transfer_model, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# What load_predictor and export_predictor accept
-
-
-class NotAPredictor(torch.nn.Module):
-    """A scriptable module with class names that fails on a photo, or returns scores that are not probabilities."""
-
-    def __init__(self, fails: bool):
-        super().__init__()
-        self.class_names, self.class_places, self.fails = LANDMARK_NAMES, ["", "", ""], fails
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.view(-1, 7) if self.fails else torch.ones(x.shape[0], 3)
-
-
-def model_file(kind: str, folder: Path, exported: Path, model: torch.nn.Module) -> Path:
-    """A file --model might be given that is not a usable exported predictor."""
-    path = folder / f"{kind}.pt"
-    if kind in ("bare MyModel", "width mismatch", "fails on a photo", "no softmax"):
-        module = {"bare MyModel": model, "width mismatch": Predictor(model, LANDMARK_NAMES[:2], MEAN, STD),
-                  "fails on a photo": NotAPredictor(fails=True), "no softmax": NotAPredictor(fails=False)}[kind]
-        with quiet_torchscript():
-            script(module).save(str(path))
-    elif kind == "weights":
-        torch.save(model.state_dict(), path)
-    elif kind == "zip of something else":
-        with zipfile.ZipFile(path, "w") as archive:
-            archive.writestr("photos/readme.txt", "holiday photos")
-    elif kind in ("empty", "text"):
-        path.write_text("" if kind == "empty" else "a model, honestly")
-    elif kind == "truncated":
-        path.write_bytes(exported.read_bytes()[: exported.stat().st_size // 2])
-    elif kind == "folder":
-        path.mkdir()
-    elif kind == "symlink loop":
-        path.symlink_to(path)
-    return path
-
-
-@pytest.mark.parametrize(
-    "kind, words",
-    [("bare MyModel", "a TorchScript model without class names"), ("width mismatch", "instead of [1, 2]"),
-     ("fails on a photo", "fails on a blank 800x600 photo (RuntimeError: shape '[-1, 7]' is invalid"),
-     ("no softmax", "not probabilities"), ("weights", "weights saved by torch.save"),
-     ("zip of something else", "a zip archive"), ("empty", "the file is empty"), ("text", "not a TorchScript file"),
-     ("truncated", "truncated or damaged"), ("folder", "is a folder"), ("symlink loop", "points back to itself"),
-     ("missing", "no such file")],
-)  # fmt: skip
-def test_a_file_that_is_not_a_usable_predictor_is_one_line_naming_it(
-    kind, words, exported_scratch, small_scratch_model, tmp_path
-):
-    path = model_file(kind, tmp_path, exported_scratch, small_scratch_model)
-    with pytest.raises(ValueError) as info:
-        load_predictor(path)
-    message = str(info.value)
-    assert message.startswith(f"{path}: ") and words in message and "\n" not in message, message
-    if kind not in ("folder", "symlink loop", "missing"):
-        assert message.endswith(HOW_TO_EXPORT)
-
-
-@pytest.mark.parametrize(
-    "error, words",
-    [(PermissionError(errno.EACCES, "Permission denied"), "permission denied"),
-     (FileNotFoundError(errno.ENOENT, "No such file or directory"), "no such file"),
-     (OSError(errno.EIO, "Input/output error"), "cannot read the file (Input/output error)")],
-)  # fmt: skip
-def test_a_model_file_that_cannot_be_read_says_why(error, words, exported_scratch, monkeypatch):
-    """As root, chmod does not stop reads: the error comes from a stand-in for open (or the file was just deleted)."""
-
-    def refuse(*args, **kwargs):
-        raise error
-
-    monkeypatch.setattr("src.exported.open", refuse, raising=False)  # shadows the builtin in src.exported only
-    with pytest.raises(ValueError) as info:
-        load_predictor(exported_scratch)
-    assert str(info.value).startswith(f"{exported_scratch}: {words}") and "not a loadable" not in str(info.value)
+# What export_predictor accepts
 
 
 @pytest.mark.parametrize(
@@ -382,7 +291,8 @@ def test_the_command_line_checks_every_model_before_reading_the_test_split(
     import src.predictor
 
     monkeypatch.setattr(src.predictor, "get_data_loaders", lambda **_: pytest.fail("the test split was read first"))
-    bare = model_file("bare MyModel", tmp_path, exported_scratch, small_scratch_model)
+    bare = tmp_path / "bare.pt"
+    script(small_scratch_model).save(str(bare))  # a scripted network that is not an exported predictor
     assert src.predictor.main([str(exported_scratch), str(bare)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {bare}: a TorchScript model without class names") and err.count("\n") == 1
