@@ -10,7 +10,7 @@ built once. Each trial, in a fresh temporary folder, starts
 --save-path TRIAL/model.pt`, waits for the first best checkpoint (TRIAL/model.pt), sleeps a random time, uniform
 between 0 and the rest of one uninterrupted calibration run up to its last write, the run record (seeded: --seed), and
 kills the process with SIGKILL.
-Then it checks that TRIAL/model.pt loads (torch.load(weights_only=True) into src.train.build_model's MyModel), runs the
+Then it checks that TRIAL/model.pt loads (torch.load(weights_only=True) into src.transfer.build_model's MyModel), runs the
 same command with --resume, and counts the resume as finished when it exits 0, TRIAL/model.json holds E epochs of
 history, TRIAL/model.pt loads and no temporary file (.NAME.tmp) is left in TRIAL; and it compares that history with
 the calibration run's (with no worker processes, a resumed run draws the same random numbers: equal, to the bit).
@@ -41,7 +41,7 @@ import torch  # noqa: E402
 from bench.common import machine  # noqa: E402
 from src.data import make_synthetic_dataset  # noqa: E402
 from src.helpers import PROJECT_ROOT, get_device  # noqa: E402
-from src.train import build_model  # noqa: E402
+from src.transfer import build_model  # noqa: E402
 
 N_CLASSES, N_TRAIN, N_TEST = 3, 12, 4
 RUN_FILES = {"model.pt", "model.resume.pt", "model.json", "train.log", "resume.log"}  # what a finished trial holds

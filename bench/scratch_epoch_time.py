@@ -25,7 +25,8 @@ from bench.common import N_CLASSES, machine, make_dataset, photo_source  # noqa:
 from src.data import get_data_loaders  # noqa: E402
 from src.helpers import get_device  # noqa: E402
 from src.optimization import get_loss, get_optimizer  # noqa: E402
-from src.train import build_model, run_epoch  # noqa: E402
+from src.train import run_epoch  # noqa: E402
+from src.transfer import build_model  # noqa: E402
 
 
 def main() -> None:

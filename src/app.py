@@ -14,9 +14,8 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from src.exported import SCRATCH_EXPORT, TRANSFER_EXPORT, error_line, load_predictor, warm_up
+from src.exported import SCRATCH_EXPORT, TRANSFER_EXPORT, error_line, load_predictor, top_k, warm_up
 from src.helpers import PhotoError, open_photo
-from src.predict import top_k
 
 MODEL_CHOICES = {  # label in the dropdown -> exported file; the first one that exists is the default
     "Transfer learning (EfficientNet-Lite0)": TRANSFER_EXPORT,
@@ -26,7 +25,7 @@ THUMBNAIL_SIZE = 256  # px, longest side of the photo shown next to its chart
 
 
 def bar_chart_html(predictions: list[dict]) -> str:
-    """A horizontal bar chart (HTML) of predictions from src.predict.top_k, most likely first."""
+    """A horizontal bar chart (HTML) of predictions from src.exported.top_k, most likely first."""
     rows = []
     for p in predictions:
         label = html.escape(p["name"]) + (f' <span class="place">{html.escape(p["place"])}</span>' if p["place"] else "")

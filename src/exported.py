@@ -11,11 +11,12 @@ import io
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from src.files import quiet_torchscript
-from src.helpers import CHECKPOINTS_DIR
+from src.helpers import CHECKPOINTS_DIR, landmark_info
 
 SCRATCH_EXPORT = CHECKPOINTS_DIR / "original_exported.pt"
 TRANSFER_EXPORT = CHECKPOINTS_DIR / "transfer_exported.pt"
@@ -124,3 +125,21 @@ def warm_up(predictor: nn.Module, runs: int = 1) -> None:
     with torch.inference_mode():
         for _ in range(runs):
             predictor(torch.zeros(WARM_UP_PHOTO, dtype=torch.uint8))
+
+
+def top_k(predictor: torch.jit.ScriptModule, image, k: int = 5) -> list[dict]:
+    """The k most likely classes for one PIL RGB image: [{"name", "place", "probability", ...}], most likely first."""
+    pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).unsqueeze(0)  # uint8 [1,3,H,W]
+    with torch.inference_mode():
+        probabilities = predictor(pixels)[0]
+    values, indices = probabilities.topk(min(k, len(probabilities)))
+    results = []
+    for probability, index in zip(values.tolist(), indices.tolist()):
+        name = predictor.class_names[index]
+        info = landmark_info(name) or {}
+        results.append(
+            {"name": name, "place": predictor.class_places[index], "probability": probability,
+             "latitude": float(info["latitude"]) if info else None,
+             "longitude": float(info["longitude"]) if info else None}
+        )  # fmt: skip
+    return results

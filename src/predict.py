@@ -13,30 +13,9 @@ import sys
 from pathlib import Path
 
 import src  # noqa: F401 - sets OMP_WAIT_POLICY before torch loads
-import numpy as np
-import torch
-
 from src.checks import POSITIVE_INT, OneLineParser
-from src.exported import TRANSFER_EXPORT, error_line, load_predictor
-from src.helpers import PhotoError, landmark_info, open_photo
-
-
-def top_k(predictor: torch.jit.ScriptModule, image, k: int = 5) -> list[dict]:
-    """The k most likely classes for one PIL RGB image: [{"name", "place", "probability", ...}], most likely first."""
-    pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).unsqueeze(0)  # uint8 [1,3,H,W]
-    with torch.inference_mode():
-        probabilities = predictor(pixels)[0]
-    values, indices = probabilities.topk(min(k, len(probabilities)))
-    results = []
-    for probability, index in zip(values.tolist(), indices.tolist()):
-        name = predictor.class_names[index]
-        info = landmark_info(name) or {}
-        results.append(
-            {"name": name, "place": predictor.class_places[index], "probability": probability,
-             "latitude": float(info["latitude"]) if info else None,
-             "longitude": float(info["longitude"]) if info else None}
-        )  # fmt: skip
-    return results
+from src.exported import TRANSFER_EXPORT, error_line, load_predictor, top_k
+from src.helpers import PhotoError, open_photo
 
 
 def format_predictions(photo: str, predictions: list[dict]) -> str:

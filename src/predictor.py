@@ -29,7 +29,7 @@ from src.data import DATASETS, LANDMARK_IMAGE_SIZE, base_dataset, eval_resize_si
 from src.exported import error_line, exported_model_path, load_predictor
 from src.files import quiet_torchscript, save_script
 from src.helpers import DataError, landmark_place
-from src.train import build_model
+from src.transfer import build_model
 
 # A photo more elongated than MAX_ASPECT:1 keeps only its middle MAX_ASPECT:1 part before it is resized. The centre
 # crop after resizing keeps only the middle image_size/resize_size (224/256) of the shorter side's length along the

@@ -44,7 +44,6 @@ from src.data import DATASETS, MAX_IMAGE_SIZE, get_class_names, get_data_loaders
 from src.files import WriteError, check_writable, save_json, save_torch
 from src.gpu_data import fastest_loaders
 from src.helpers import CHECKPOINTS_DIR, MAX_SEED, DataError, get_device, seed_everything
-from src.model import MyModel
 from src.optimization import OPTIMIZERS, SCHEDULERS, get_loss, get_optimizer, get_scheduler
 from src.transfer import (
     AVAILABLE_MODELS,
@@ -52,8 +51,8 @@ from src.transfer import (
     INPUT_SIZE,
     PRETRAINED_MEAN,
     PRETRAINED_STD,
+    build_model,
     cache_features,
-    get_model_transfer_learning,
 )
 
 IMPROVEMENT = 0.01  # a validation loss counts as a new best only if it is more than 1% below the best so far
@@ -279,14 +278,6 @@ def _in_notebook() -> bool:
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Command line
-
-
-def build_model(name: str, n_classes: int, image_size: int, fine_tune: str = "none", dropout: float = 0.5) -> nn.Module:
-    """MyModel for "scratch" (stem stride chosen for the image size), else an EfficientNet-Lite transfer model."""
-    if name == "scratch":
-        # Small images (Fashion-MNIST, 28 px) keep their resolution in the stem; photos are downsampled 4x first.
-        return MyModel(num_classes=n_classes, dropout=dropout, stem_stride=1 if image_size <= 64 else 4)
-    return get_model_transfer_learning(name, n_classes=n_classes, fine_tune=fine_tune)
 
 
 def check_save_path(path: Path) -> Path:

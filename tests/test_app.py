@@ -18,8 +18,7 @@ from PIL import Image
 import src.app as app_module
 from src.app import LandmarkApp, bar_chart_html
 from src.helpers import open_photo
-from src.predict import top_k
-from src.exported import load_predictor
+from src.exported import load_predictor, top_k
 from src.files import quiet_torchscript
 
 PROJECT = Path(__file__).resolve().parents[1]
