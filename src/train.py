@@ -106,17 +106,18 @@ def run_epoch(
 
 
 def train_one_epoch(train_dataloader: DataLoader, model: nn.Module, optimizer, loss) -> float:
-    """Train for one epoch; returns the mean training loss."""
+    """Train for one epoch; returns the mean training loss. (Required by the course, with this signature.)"""
     return run_epoch(train_dataloader, model, loss, optimizer, desc="Training")[0]
 
 
 def valid_one_epoch(valid_dataloader: DataLoader, model: nn.Module, loss) -> float:
-    """Evaluate on the validation set; returns the mean validation loss."""
+    """Evaluate on the validation set; returns the mean validation loss. (Required by the course, with this signature.)"""
     return run_epoch(valid_dataloader, model, loss, desc="Validating")[0]
 
 
 def one_epoch_test(test_dataloader: DataLoader, model: nn.Module, loss) -> tuple[float, float]:
-    """Evaluate on the test set, print loss and accuracy; returns (mean loss, accuracy in [0, 1])."""
+    """Evaluate on the test set, print loss and accuracy; returns (mean loss, accuracy in [0, 1]). (Required by the
+    course, with this signature.)"""
     test_loss, accuracy = run_epoch(test_dataloader, model, loss, desc="Testing")
     n = len(test_dataloader.dataset)
     print(f"Test Loss: {test_loss:.6f}\n\nTest Accuracy: {100 * accuracy:.0f}% ({round(accuracy * n)}/{n})")

@@ -63,8 +63,13 @@ def test_total_parameter_count_is_pinned() -> None:
     # on purpose, recompute them with count_parameters and update them here.
     assert count_parameters(MyModel()) == 3_061_320
     assert count_parameters(MyModel(num_classes=50)) == 2_817_170
-    # the two differ only in the final linear layer: 256 * (1000 - 50) weights + (1000 - 50) biases
-    assert 3_061_320 - 2_817_170 == 257 * 950
+
+
+def test_the_number_of_classes_changes_only_the_final_linear_layer() -> None:
+    big, small = MyModel(num_classes=1000), MyModel(num_classes=50)
+    changed = [name for name, p in big.state_dict().items() if p.shape != small.state_dict()[name].shape]
+    assert changed == ["head.3.weight", "head.3.bias"]
+    assert count_parameters(big) - count_parameters(small) == 257 * (1000 - 50)  # 256 weights + 1 bias per class
 
 
 def test_count_parameters_trainable_only() -> None:

@@ -5,6 +5,7 @@ import math
 import subprocess
 
 import matplotlib
+import matplotlib.pyplot
 import pytest
 import torch
 import torch.nn as nn
@@ -342,8 +343,10 @@ def test_resume_without_an_earlier_run_starts_from_the_beginning(loaders, tmp_pa
 
 def test_interactive_tracking_outside_a_notebook_trains_without_drawing_errors(loaders, tmp_path):
     model = small_model()
+    open_before = set(matplotlib.pyplot.get_fignums())
     history = optimize(loaders, model, get_optimizer(model), get_loss(), 2, tmp_path / "m.pt", True, device=CPU)
-    assert len(history["lr"]) == 2
+    assert all(len(values) == 2 and all(math.isfinite(v) for v in values) for values in history.values())
+    assert set(matplotlib.pyplot.get_fignums()) == open_before, "the live plot's figure is closed at the end"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
