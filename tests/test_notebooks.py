@@ -1,8 +1,8 @@
 """The course notebooks: committed without outputs, and each one runs top to bottom without errors or warnings.
 
-The three notebooks run in course order, headless, in quick mode (LANDMARK_QUICK=1: a few images, 2 epochs) on a small
-synthetic dataset, sharing one temporary checkpoints folder, so the app notebook finds the models the other two export.
-Under a minute per notebook on a 2-core laptop.
+The three notebooks run in course order, headless, in quick mode (LANDMARK_QUICK=1: a few images, 2 epochs, one
+fine-tuning epoch) on a small synthetic dataset, sharing one temporary checkpoints folder, so the app notebook finds
+the models the other two export. Under a minute per notebook on a 2-core laptop.
 """
 
 import os
@@ -116,3 +116,11 @@ def test_the_app_notebook_shows_the_app_with_both_exported_models(executed):
     assert [tuple(dropdown["_options_labels"]) for dropdown in dropdowns] == [
         ("Transfer learning (EfficientNet-Lite0)", "From scratch (MyModel)")
     ]
+
+
+def test_quick_mode_runs_the_fine_tuning_stage(executed):
+    """Quick mode fine-tunes for one epoch, so the stage that decides between two models runs in the tests too."""
+    notebook = run_of(executed, "transfer_learning.ipynb")
+    printed = "".join(output.text for _, output in outputs(notebook) if output.output_type == "stream")
+    assert "Fine-tuning skipped" not in printed
+    assert re.search(r"Keeping the (fine-tuned|frozen-backbone) model.*validation loss: frozen backbone", printed)

@@ -247,6 +247,33 @@ def test_export_from_a_cli_checkpoint_and_predictor_test(landmark_data, tmp_path
     assert "Accuracy of the exported predictor" in capsys.readouterr().out
 
 
+def test_a_model_trained_by_the_cli_reaches_the_app_by_one_command(landmark_data, tmp_path, monkeypatch, capsys):
+    """python -m src.train writes checkpoints/best_val_loss.pt; python -m src.predictor --export turns it into
+    checkpoints/original_exported.pt, the file the app loads, and tests it."""
+    from src import helpers, predictor
+
+    monkeypatch.setattr(helpers, "CHECKPOINTS_DIR", tmp_path)
+    argv = ["--epochs", "1", "--image-size", "64", "--batch-size", "8", "--num-workers", "0"]
+    assert train_main(argv) == 0
+    assert (tmp_path / "best_val_loss.pt").is_file() and (tmp_path / "best_val_loss.json").is_file()
+    assert predictor.main(["--export", str(tmp_path / "best_val_loss.pt")]) == 0
+    out = capsys.readouterr().out
+    assert f"Exported {tmp_path / 'best_val_loss.pt'} to {tmp_path / 'original_exported.pt'}" in out
+    assert f"{tmp_path / 'original_exported.pt'}: test accuracy" in out
+    assert list(load_predictor(tmp_path / "original_exported.pt").class_names) == [
+        "Synthetic Landmark A", "Synthetic Landmark B", "Synthetic Landmark C"
+    ]  # fmt: skip
+
+
+def test_the_command_line_exports_nothing_from_a_checkpoint_without_its_record(tmp_path, small_scratch_model, capsys):
+    from src import predictor
+
+    torch.save(small_scratch_model.state_dict(), tmp_path / "m.pt")
+    assert predictor.main(["--export", str(tmp_path / "m.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'm.json'}: no such file") and err.count("\n") == 1
+
+
 def test_most_confused_pairs_lists_the_largest_mistakes_first():
     confusion = np.array([[5, 3, 0], [1, 7, 0], [0, 4, 2]])
     assert most_confused_pairs(confusion, ["A", "B", "C"], k=5) == [("C", "B", 4), ("A", "B", 3), ("B", "A", 1)]

@@ -1,0 +1,176 @@
+"""What a convolution computes, and what the network's convolutions learned.
+
+    conv_output_size, conv_layer_table      the output-size and parameter formulas, checked against real layers
+    sobel_kernels, apply_filters            hand-made filters on a photo
+    first_layer_filters, feature_maps       the learned filters and the maps they produce
+
+plot_feature_maps and first_layer_filters return a matplotlib Figure; the computations return CPU tensors.
+(src/visualize.py draws the data and the training curves; src/saliency.py shows which pixels a prediction depends on.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterator, Sequence
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from src.model import conv_parameter_count
+
+LUMINANCE = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights: how bright R, G and B look to people
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Convolution arithmetic
+
+
+def conv_output_size(i: int, k: int, s: int = 1, p: int = 0) -> int:
+    """Output length of a convolution (or pooling) along one axis: o = floor((i + 2p - k) / s) + 1."""
+    return (i + 2 * p - k) // s + 1
+
+
+def conv_layer_table(model: nn.Module, image_size: int, within: Sequence[nn.Module] | None = None) -> list[dict]:
+    """One row per nn.Conv2d (inside `within`, default the whole model), from a forward pass of a [1,3,S,S] image.
+
+    Each row holds the layer's name, channels in/out, kernel k, stride s, padding p, input size i (px), the output
+    size from the formula and from the real layer, and the parameter count from n_p = n_k(c*k^2 + 1) and from numel.
+    """
+    containers = list(within) if within is not None else [model]
+    convs = {m for container in containers for m in container.modules() if isinstance(m, nn.Conv2d)}
+    names = {module: name for name, module in model.named_modules()}
+    rows, handles = [], []
+
+    def record(conv: nn.Conv2d, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+        i, k, s, p = inputs[0].shape[-1], conv.kernel_size[0], conv.stride[0], conv.padding[0]
+        rows.append({
+            "layer": names[conv], "c_in": conv.in_channels, "c_out": conv.out_channels, "k": k, "s": s, "p": p,
+            "i": i, "o (formula)": conv_output_size(i, k, s, p), "o (real)": output.shape[-1],
+            "params (formula)": conv_parameter_count(conv.in_channels, conv.out_channels, k, conv.bias is not None),
+            "params (real)": sum(param.numel() for param in conv.parameters()),
+        })  # fmt: skip
+
+    # model.modules() order, so the hooks are registered, and the rows come out, in forward order for MyModel
+    for module in (m for m in model.modules() if m in convs):
+        handles.append(module.register_forward_hook(record))
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size, device=device_of(model)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Hand-made filters
+
+
+def sobel_kernels() -> dict[str, torch.Tensor]:
+    """Four classic 3x3 kernels, name -> [3,3] float32: Sobel vertical and horizontal edges, a blur and a sharpen."""
+    sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])  # left-right change: vertical edges
+    return {
+        "vertical edges": sobel_x,
+        "horizontal edges": sobel_x.T.contiguous(),
+        "blur": torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16,
+        "sharpen": torch.tensor([[0.0, -1.0, 0.0], [-1.0, 5.0, -1.0], [0.0, -1.0, 0.0]]),
+    }
+
+
+def apply_filters(image: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """Convolve the luminance of an image [3,H,W] with K kernels [K,kh,kw]; returns [K, H-kh+1, W-kw+1].
+
+    No padding and stride 1, so the output size follows o = i - k + 1. (Like nn.Conv2d this is cross-correlation:
+    the kernel is not flipped.)
+    """
+    gray = torch.einsum("c,chw->hw", torch.tensor(LUMINANCE, dtype=image.dtype), image)
+    return F.conv2d(gray[None, None], kernels[:, None].to(image.dtype))[0]
+
+
+def plot_feature_maps(
+    maps: torch.Tensor, titles: Sequence[str] | None = None, suptitle: str = "Feature maps", columns: int = 8
+) -> plt.Figure:
+    """A grid of 2-D maps [K,H,W], each with its own gray scale (black = lowest, white = highest value)."""
+    titles = titles if titles is not None else [f"channel {k}" for k in range(len(maps))]
+    columns = min(columns, len(maps))
+    rows = math.ceil(len(maps) / columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(2.2 * columns, 2.3 * rows + 0.5), squeeze=False, layout="constrained"
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, feature_map, title in zip(axes.flat, maps, titles):
+        ax.imshow(feature_map.detach().cpu().numpy(), cmap="gray")
+        ax.set_title(title, fontsize=9)
+    fig.suptitle(suptitle)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# What the CNN learned
+
+
+def first_conv(model: nn.Module) -> nn.Conv2d:
+    """The model's first nn.Conv2d (in registration order, which is forward order for sequential models)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module
+    raise ValueError("The model has no nn.Conv2d layer.")
+
+
+def first_layer_filters(model: nn.Module, columns: int = 8) -> plt.Figure:
+    """The first convolution's kernels as small RGB images, each min-max scaled to [0, 1] on its own."""
+    conv = first_conv(model)
+    weights = conv.weight.detach().cpu()  # [n_k, c, k, k]
+    if weights.shape[1] != 3:
+        raise ValueError(f"The first conv has {weights.shape[1]} input channels; RGB display needs 3.")
+    low = weights.amin(dim=(1, 2, 3), keepdim=True)
+    high = weights.amax(dim=(1, 2, 3), keepdim=True)
+    scaled = (weights - low) / (high - low).clamp_min(1e-12)
+    rows = math.ceil(len(scaled) / columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(1.2 * columns, 1.2 * rows + 0.6), squeeze=False, layout="constrained"
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, kernel in zip(axes.flat, scaled):
+        ax.imshow(kernel.permute(1, 2, 0).numpy(), interpolation="nearest")
+    k = conv.kernel_size[0]
+    fig.suptitle(f"First-layer filters: {len(scaled)} kernels of {k}x{k}x3, each scaled to its own range")
+    return fig
+
+
+def feature_maps(model: nn.Module, image: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """The output of `layer` for one normalized image [1,3,H,W] (model in eval mode), as [C,h,w] on the CPU."""
+    captured = []
+    # a copy: a later in-place operation (ReLU(inplace=True)) could otherwise change the captured tensor
+    handle = layer.register_forward_hook(lambda module, inputs, output: captured.append(output.clone()))
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(image.to(device_of(model)))
+    finally:
+        handle.remove()
+    return captured[0][0].cpu()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The model on its device, in eval mode (also used by src/saliency.py)
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device of the model's parameters."""
+    return next(model.parameters()).device
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode (BatchNorm running statistics, no dropout) inside the block, its old mode after it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
