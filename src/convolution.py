@@ -1,7 +1,7 @@
 """What a convolution computes, and what the network's convolutions learned.
 
     conv_output_size, conv_layer_table      the output-size and parameter formulas, checked against real layers
-    sobel_kernels, apply_filters            hand-made filters on a photo
+    classic_kernels, apply_filters          hand-made filters on a photo
     first_layer_filters, feature_maps       the learned filters and the maps they produce
 
 plot_feature_maps and first_layer_filters return a matplotlib Figure; the computations return CPU tensors.
@@ -69,7 +69,7 @@ def conv_layer_table(model: nn.Module, image_size: int, within: Sequence[nn.Modu
 # Hand-made filters
 
 
-def sobel_kernels() -> dict[str, torch.Tensor]:
+def classic_kernels() -> dict[str, torch.Tensor]:
     """Four classic 3x3 kernels, name -> [3,3] float32: Sobel vertical and horizontal edges, a blur and a sharpen."""
     sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])  # left-right change: vertical edges
     return {

@@ -8,13 +8,13 @@ import torch.nn as nn
 
 from src.convolution import (
     apply_filters,
+    classic_kernels,
     conv_layer_table,
     conv_output_size,
     feature_maps,
     first_conv,
     first_layer_filters,
     plot_feature_maps,
-    sobel_kernels,
 )
 from src.model import MyModel
 
@@ -70,8 +70,8 @@ def test_conv_layer_table_formulas_agree_with_the_real_layers():
 # Hand-made filters
 
 
-def test_sobel_kernels():
-    kernels = sobel_kernels()
+def test_classic_kernels_are_two_sobel_edges_a_blur_and_a_sharpen():
+    kernels = classic_kernels()
     assert list(kernels) == ["vertical edges", "horizontal edges", "blur", "sharpen"]
     assert all(k.shape == (3, 3) for k in kernels.values())
     assert kernels["blur"].sum() == pytest.approx(1) and kernels["sharpen"].sum() == pytest.approx(1)
@@ -80,7 +80,7 @@ def test_sobel_kernels():
 def test_apply_filters_shape_and_edge_directions():
     image = torch.zeros(3, 20, 30)
     image[:, :, 15:] = 1.0  # dark left half, bright right half: one vertical edge
-    kernels = sobel_kernels()
+    kernels = classic_kernels()
     maps = apply_filters(image, torch.stack(list(kernels.values())))
     assert maps.shape == (4, 18, 28)  # no padding: o = i - k + 1
     vertical, horizontal, blur, _ = maps
