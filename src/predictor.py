@@ -25,10 +25,17 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from src.checks import OneLineParser, check_int
-from src.data import DATASETS, LANDMARK_IMAGE_SIZE, base_dataset, eval_resize_size, get_data_loaders
+from src.data import (
+    DATASETS,
+    LANDMARK_IMAGE_SIZE,
+    base_dataset,
+    eval_resize_size,
+    get_data_loaders,
+    get_normalization,
+)
 from src.exported import error_line, load_predictor
 from src.files import WriteError, quiet_torchscript, save_script
-from src.helpers import DataError, landmark_place, model_file
+from src.helpers import DataError, display_name, landmark_place, model_file
 from src.transfer import build_model
 
 # A photo more elongated than MAX_ASPECT:1 keeps only its middle MAX_ASPECT:1 part before it is resized. The centre
@@ -88,6 +95,27 @@ class Predictor(nn.Module):
             return F.softmax(self.model(x), dim=1)
 
 
+def export_settings(data_loader: DataLoader) -> dict:
+    """What an exported file must know of the data its model was trained with, read from an evaluation loader (e.g.
+    loaders["test"]): {"class_names", "mean", "std", "image_size", "resize_size"}, for export_predictor(**...).
+
+    The sizes come from the loader's own Resize and CenterCrop, the statistics from its Normalize, so the file's
+    preprocessing is the evaluation transform's by construction. A training loader (random crops) is refused.
+    """
+    steps = base_dataset(data_loader.dataset).transform.transforms
+    if any(isinstance(step, (v2.RandomResizedCrop, v2.RandomCrop)) for step in steps):
+        raise ValueError("export_settings needs an evaluation loader (e.g. loaders['test']), not the training loader")
+    resize = next(step.size for step in steps if isinstance(step, v2.Resize))
+    crop = next((step.size for step in steps if isinstance(step, v2.CenterCrop)), None)
+    resize_size = resize[0] if isinstance(resize, (list, tuple)) else resize
+    mean, std = get_normalization(data_loader)
+    return {
+        "class_names": [display_name(name) for name in base_dataset(data_loader.dataset).classes],
+        "mean": mean.tolist(), "std": std.tolist(),
+        "image_size": crop[0] if crop else resize_size, "resize_size": resize_size,
+    }  # fmt: skip
+
+
 def export_predictor(
     model: nn.Module,
     class_names: list[str],
@@ -100,6 +128,7 @@ def export_predictor(
     """Wrap the model in a Predictor, compile it with TorchScript and save it (atomically) to `path`.
 
     resize_size must match the eval transform: src.data.eval_resize_size(dataset, image_size); None means landmarks.
+    export_settings(loaders["test"]) gives every argument but the model and the path, read from the data.
     Returns the scripted predictor. The model is copied to the CPU; the original is left where it was.
     Raises ValueError (one line, nothing written) for settings that make no sense or a model whose output width is not
     len(class_names); src.files.WriteError (one line) when the file cannot be written: a previous file stays intact.

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from src.data import eval_resize_size, get_data_loaders, get_transforms
+from src.data import eval_resize_size, get_data_loaders, get_normalization, get_transforms
 from src.exported import load_predictor
 from src.files import WriteError, quiet_torchscript
 from src.predictor import (
@@ -19,6 +20,7 @@ from src.predictor import (
     Predictor,
     export,
     export_predictor,
+    export_settings,
     most_confused_pairs,
     plot_confusion_matrix,
     predictor_test,
@@ -245,6 +247,21 @@ def test_export_from_a_cli_checkpoint_and_predictor_test(landmark_data, tmp_path
     assert confusion.shape == (3, 3) and confusion.sum() == len(loaders["test"].dataset)
     assert accuracy == pytest.approx(np.trace(confusion) / confusion.sum())
     assert "Accuracy of the exported predictor" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dataset, image_size, resize_size", [("landmarks", 64, 73), ("fashion-mnist", 28, 28)])
+def test_export_settings_come_from_the_evaluation_loader(landmark_data, dataset, image_size, resize_size):
+    if dataset == "fashion-mnist" and not Path("/usr/share/datasets/fashion-mnist").is_dir():
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    loaders = get_data_loaders(batch_size=4, num_workers=0, dataset=dataset, image_size=image_size, limit=20)
+    settings = export_settings(loaders["test"])
+    assert (settings["image_size"], settings["resize_size"]) == (image_size, resize_size)
+    assert settings["resize_size"] == eval_resize_size(dataset, image_size)
+    mean, std = get_normalization(loaders["test"])
+    assert (settings["mean"], settings["std"]) == (mean.tolist(), std.tolist())
+    assert len(settings["class_names"]) == (3 if dataset == "landmarks" else 10)
+    with pytest.raises(ValueError, match="needs an evaluation loader"):
+        export_settings(loaders["train"])
 
 
 def test_a_model_trained_by_the_cli_reaches_the_app_by_one_command(landmark_data, tmp_path, monkeypatch, capsys):
