@@ -16,6 +16,7 @@ import os
 import warnings
 import zlib
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -67,25 +68,58 @@ FASHION_MNIST_SIZES = {  # bytes of each unpacked IDX file: a 16/8-byte header +
 # Transform presets: the only place that says how images become tensors
 
 
+@dataclass(frozen=True)
+class AugmentationRecipe:
+    """How a training photo is augmented, in this order: crop, flip, one photometric/geometric op.
+
+    The one definition both training pipelines read: get_transforms builds the standard (PIL, CPU) transform from
+    it and src.gpu_data does the same operations batched on the GPU, so a change here changes both.
+    """
+
+    # Crops of 25-100% of the photo: the landmark must stay recognisable, so not the ImageNet default of 8%.
+    crop_scale: tuple[float, float] = (0.25, 1.0)  # fraction of the resized photo's area the crop keeps
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # width/height of the crop, drawn log-uniformly
+    flip_p: float = 0.5  # probability of a left-right mirror
+    # TrivialAugmentWide: one random op (brightness, contrast, rotation, shear, ...) of random strength per image:
+    # strong, and nothing to tune. Kept rather than a simpler colour jitter because both pipelines can do it exactly
+    # (src.gpu_data applies it to whole batches, grouped by op); False leaves the colours and geometry alone.
+    trivial_augment: bool = True
+    magnitude_bins: int = 31  # strengths TrivialAugmentWide chooses from (torchvision's default)
+
+
+LANDMARK_AUGMENTATION = AugmentationRecipe()
+
+
+def augmentation_recipe(recipe: AugmentationRecipe | None = None) -> AugmentationRecipe:
+    """recipe, or LANDMARK_AUGMENTATION when None (looked up at call time, so a changed module value counts)."""
+    return LANDMARK_AUGMENTATION if recipe is None else recipe
+
+
 def get_transforms(
-    dataset: str, mean: Sequence[float], std: Sequence[float], image_size: int | None = None
+    dataset: str,
+    mean: Sequence[float],
+    std: Sequence[float],
+    image_size: int | None = None,
+    recipe: AugmentationRecipe | None = None,
 ) -> dict[str, v2.Compose]:
     """{"train": augmenting transform, "eval": deterministic transform}; both map a PIL image to a float [3,S,S].
 
-    image_size overrides the preset's size S (224 for landmarks, 28 for Fashion-MNIST).
+    image_size overrides the preset's size S (224 for landmarks, 28 for Fashion-MNIST); recipe overrides
+    LANDMARK_AUGMENTATION for landmarks.
     """
     check_dataset_name(dataset)
     check_image_size(image_size)
     if dataset == "landmarks":
         size = LANDMARK_IMAGE_SIZE if image_size is None else image_size
         resize = eval_resize_size(dataset, size)
+        recipe = augmentation_recipe(recipe)
         train = [
             v2.Resize(resize),
-            # Crops of 25-100% of the photo: the landmark must stay recognisable, so not the ImageNet default of 8%.
-            v2.RandomResizedCrop(size, scale=(0.25, 1.0)),
-            v2.RandomHorizontalFlip(),
-            v2.TrivialAugmentWide(),  # one random op of random strength per image: strong, and nothing to tune
+            v2.RandomResizedCrop(size, scale=recipe.crop_scale, ratio=recipe.crop_ratio),
+            v2.RandomHorizontalFlip(p=recipe.flip_p),
         ]
+        if recipe.trivial_augment:
+            train.append(v2.TrivialAugmentWide(num_magnitude_bins=recipe.magnitude_bins))
         evaluation = [v2.Resize(resize), v2.CenterCrop(size)]
     else:
         size = FASHION_MNIST_IMAGE_SIZE if image_size is None else image_size

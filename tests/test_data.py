@@ -28,6 +28,7 @@ from src import data, download  # noqa: E402
 from src.data import (  # noqa: E402
     FASHION_MNIST_DIR,
     FASHION_MNIST_SIZES,
+    AugmentationRecipe,
     balanced_subset,
     base_dataset,
     dataset_summary,
@@ -369,6 +370,25 @@ def test_landmark_eval_transform_is_a_center_crop():
 def test_image_size_overrides_the_preset_size():
     for kind in ("train", "eval"):
         assert get_transforms("landmarks", MEAN, STD, image_size=64)[kind](image(300, 200)).shape == (3, 64, 64)
+
+
+def train_steps(recipe: AugmentationRecipe | None = None) -> dict[type, v2.Transform]:
+    """The landmark train transform's steps, by type."""
+    return {type(step): step for step in get_transforms("landmarks", MEAN, STD, recipe=recipe)["train"].transforms}
+
+
+def test_the_landmark_train_transform_is_built_from_the_augmentation_recipe(monkeypatch):
+    steps = train_steps()  # the default recipe: what the notebook teaches
+    assert (steps[v2.RandomResizedCrop].scale, steps[v2.RandomHorizontalFlip].p) == ((0.25, 1.0), 0.5)
+    assert steps[v2.TrivialAugmentWide].num_magnitude_bins == 31
+    recipe = AugmentationRecipe(crop_scale=(0.5, 0.6), crop_ratio=(1.0, 1.2), flip_p=0.0, trivial_augment=False)
+    for steps in (train_steps(recipe), None):
+        if steps is None:  # a changed module-level recipe is the new default
+            monkeypatch.setattr(data, "LANDMARK_AUGMENTATION", recipe)
+            steps = train_steps()
+        crop = steps[v2.RandomResizedCrop]
+        assert (crop.scale, crop.ratio, steps[v2.RandomHorizontalFlip].p) == ((0.5, 0.6), (1.0, 1.2), 0.0)
+        assert v2.TrivialAugmentWide not in steps
 
 
 @pytest.mark.parametrize("kind", ["train", "eval"])
