@@ -6,7 +6,7 @@
 
 (a) course style: ImageFolder + PIL decode of the original JPEGs + Resize(256) + RandomCrop(224) + flip, all cores as
     DataLoader workers started afresh every epoch, fp32.
-(b) fast path: src.gpu_data (decode once into a uint8 cache on the device, crop/flip/colour-jitter batches there); on
+(b) fast path: src.gpu_data (decode once into a uint8 cache on the device, crop/flip/TrivialAugmentWide batches there, src/augment.py); on
     CUDA also bf16 autocast, channels_last and cudnn.benchmark (src.train.optimize's settings).
 Both train the same model with src.train.run_epoch on the same training split (80% of the photos). Each path runs one
 warm-up epoch, then a timed epoch; the course loop's timed epoch includes its worker start-up, as it does for students.
@@ -30,10 +30,11 @@ from torch.utils.data import DataLoader, Subset  # noqa: E402
 from torchvision import transforms as T  # noqa: E402
 
 from bench.common import N_CLASSES, machine, make_dataset, photo_source  # noqa: E402
-from src.data import LANDMARK_IMAGE_SIZE, eval_resize_size, get_data_loaders, get_normalization  # noqa: E402
+from src.data import get_data_loaders, get_normalization
 from src.gpu_data import device_loaders  # noqa: E402
 from src.helpers import get_device  # noqa: E402
 from src.optimization import get_loss  # noqa: E402
+from src.presets import LANDMARK_IMAGE_SIZE, eval_resize_size
 from src.train import run_epoch  # noqa: E402
 
 def course_loader(root: Path, indices: list[int], batch_size: int, mean, std, image_size: int) -> DataLoader:

@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader  # noqa: E402
 from torchvision import transforms as T  # noqa: E402
 
 from bench.common import N_CLASSES, machine, make_dataset, photo_source  # noqa: E402
-from src.data import LANDMARK_RESIZE_SIZE, get_data_loaders  # noqa: E402
+from src.data import get_data_loaders
+from src.presets import LANDMARK_RESIZE_SIZE
 from src.helpers import load_rgb_image  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Training augmentation for whole batches on any device: the recipe of src.data.LANDMARK_AUGMENTATION (crop, flip,
+"""Training augmentation for whole batches on any device: the recipe of src.presets.LANDMARK_AUGMENTATION (crop, flip,
 TrivialAugmentWide) done as torchvision does it per image, for every image of a batch at once. src/gpu_data.py uses it
 on its GPU-resident cache; tests/test_augment.py checks each operation against torchvision's.
 
@@ -15,7 +15,7 @@ from torchvision.ops import roi_align
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from src.data import AugmentationRecipe
+from src.presets import AugmentationRecipe
 
 
 def augment(

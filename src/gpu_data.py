@@ -1,5 +1,5 @@
 """The fast path for GPUs: decode every image once into a uint8 cache on the device, then augment whole batches there
-(src/augment.py: the recipe of src.data.LANDMARK_AUGMENTATION, crop, flip, TrivialAugmentWide) and normalize them.
+(src/augment.py: the recipe of src.presets.LANDMARK_AUGMENTATION, crop, flip, TrivialAugmentWide) and normalize them.
 No JPEG decoding and no worker processes after the first pass.
 
     loaders = get_data_loaders(...)                      # the standard loaders (they define the splits)
@@ -22,17 +22,16 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.datasets import ImageFolder
 from tqdm.auto import tqdm
 
-from src.data import (
+from src.augment import augment, center_crop
+from src.data import base_dataset, get_normalization
+from src.helpers import load_rgb_image
+from src.presets import (
     LANDMARK_IMAGE_SIZE,
     LANDMARK_RESIZE_SIZE,
     AugmentationRecipe,
     augmentation_recipe,
-    base_dataset,
     eval_resize_size,
-    get_normalization,
 )
-from src.augment import augment, center_crop
-from src.helpers import load_rgb_image
 
 
 def cache_side(short_side: int) -> int:
@@ -147,7 +146,7 @@ def device_loaders(
     recipe: AugmentationRecipe | None = None,
 ) -> dict[str, DeviceLoader]:
     """Device-resident versions of landmark loaders from get_data_loaders: the same splits, labels, normalization,
-    and augmentation recipe (src.data.LANDMARK_AUGMENTATION unless `recipe` is given).
+    and augmentation recipe (src.presets.LANDMARK_AUGMENTATION unless `recipe` is given).
 
     num_workers decode the images for the cache (-1: every core); afterwards no workers are needed."""
     mean, std = get_normalization(data_loaders["test"])

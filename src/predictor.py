@@ -25,17 +25,11 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from src.checks import OneLineParser, check_int
-from src.data import (
-    DATASETS,
-    LANDMARK_IMAGE_SIZE,
-    base_dataset,
-    eval_resize_size,
-    get_data_loaders,
-    get_normalization,
-)
+from src.data import base_dataset, get_data_loaders, get_normalization
 from src.exported import error_line, load_predictor
 from src.files import WriteError, quiet_torchscript, save_script
 from src.helpers import DataError, display_name, landmark_place, model_file
+from src.presets import DATASETS, LANDMARK_IMAGE_SIZE, eval_resize_size
 from src.transfer import build_model
 
 # A photo more elongated than MAX_ASPECT:1 keeps only its middle MAX_ASPECT:1 part before it is resized. The centre
@@ -127,7 +121,7 @@ def export_predictor(
 ) -> torch.jit.ScriptModule:
     """Wrap the model in a Predictor, compile it with TorchScript and save it (atomically) to `path`.
 
-    resize_size must match the eval transform: src.data.eval_resize_size(dataset, image_size); None means landmarks.
+    resize_size must match the eval transform: src.presets.eval_resize_size(dataset, image_size); None means landmarks.
     export_settings(loaders["test"]) gives every argument but the model and the path, read from the data.
     Returns the scripted predictor. The model is copied to the CPU; the original is left where it was.
     Raises ValueError (one line, nothing written) for settings that make no sense or a model whose output width is not

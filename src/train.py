@@ -39,11 +39,12 @@ from src.checks import (
     check_int,
     int_at_least,
 )
-from src.data import DATASETS, MAX_IMAGE_SIZE, get_class_names, get_data_loaders, get_normalization
+from src.data import get_class_names, get_data_loaders, get_normalization
 from src.files import WriteError, check_writable, save_json, save_torch
 from src.gpu_data import fastest_loaders
 from src.helpers import MAX_SEED, DataError, get_device, model_file, seed_everything
 from src.optimization import OPTIMIZERS, SCHEDULERS, get_loss, get_optimizer, get_scheduler
+from src.presets import DATASETS, MAX_IMAGE_SIZE
 from src.recipe import SCRATCH, TRANSFER, recipe_for, warmup_epochs
 from src.transfer import (
     AVAILABLE_MODELS,

@@ -5,7 +5,6 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from src import data
 from src.augment import (
     TRIVIAL_AUGMENT_OPS,
     apply_trivial_augment_ops,
@@ -17,13 +16,13 @@ from src.augment import (
     random_flip,
     trivial_augment,
 )
-from src.data import LANDMARK_AUGMENTATION, AugmentationRecipe
+from src.presets import LANDMARK_AUGMENTATION, AugmentationRecipe, get_transforms
 
 
 def crop_fractions(recipe: AugmentationRecipe, n: int = 600) -> dict[str, torch.Tensor]:
     """The fraction of a 341x256 photo's area kept by n crops of each path's RandomResizedCrop."""
     torch.manual_seed(0)
-    steps = data.get_transforms("landmarks", (0, 0, 0), (1, 1, 1), recipe=recipe)["train"].transforms
+    steps = get_transforms("landmarks", (0, 0, 0), (1, 1, 1), recipe=recipe)["train"].transforms
     crop = next(step for step in steps if isinstance(step, v2.RandomResizedCrop))
     photo = v2.functional.to_pil_image(torch.zeros(3, 256, 341, dtype=torch.uint8))
     standard = [crop.make_params([photo]) for _ in range(n)]

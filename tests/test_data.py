@@ -24,11 +24,10 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import SequentialSampler  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
 
-from src import data, download  # noqa: E402
-from src.data import (  # noqa: E402
+from src import data, download, presets  # noqa: E402
+from src.data import (
     FASHION_MNIST_DIR,
     FASHION_MNIST_SIZES,
-    AugmentationRecipe,
     balanced_subset,
     base_dataset,
     dataset_summary,
@@ -37,13 +36,13 @@ from src.data import (  # noqa: E402
     get_data_loaders,
     get_datasets,
     get_normalization,
-    get_transforms,
     make_synthetic_dataset,
     prepare_fashion_mnist,
     setup_env,
     stratified_split,
     visualize_one_batch,
 )
+from src.presets import AugmentationRecipe, get_transforms
 from src.helpers import CHECKPOINTS_DIR, DataError, dataset_stats, load_rgb_image  # noqa: E402
 from tests.conftest import N_CLASSES, N_TEST, N_TRAIN, SAMPLES, requires_samples, tmpfs  # noqa: E402
 
@@ -384,7 +383,7 @@ def test_the_landmark_train_transform_is_built_from_the_augmentation_recipe(monk
     recipe = AugmentationRecipe(crop_scale=(0.5, 0.6), crop_ratio=(1.0, 1.2), flip_p=0.0, trivial_augment=False)
     for steps in (train_steps(recipe), None):
         if steps is None:  # a changed module-level recipe is the new default
-            monkeypatch.setattr(data, "LANDMARK_AUGMENTATION", recipe)
+            monkeypatch.setattr(presets, "LANDMARK_AUGMENTATION", recipe)
             steps = train_steps()
         crop = steps[v2.RandomResizedCrop]
         assert (crop.scale, crop.ratio, steps[v2.RandomHorizontalFlip].p) == ((0.5, 0.6), (1.0, 1.2), 0.0)

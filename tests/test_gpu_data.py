@@ -4,12 +4,13 @@ import pytest
 import torch
 
 import src.gpu_data as gpu_data
-from src import data
-from src.data import AugmentationRecipe, denormalize, get_data_loaders, get_normalization
+from src import presets
+from src.data import denormalize, get_data_loaders, get_normalization
+from src.gpu_data import device_loaders, fastest_loaders
 from src.model import MyModel
 from src.optimization import get_loss, get_optimizer
+from src.presets import AugmentationRecipe
 from src.train import run_epoch
-from src.gpu_data import device_loaders, fastest_loaders
 
 CPU = torch.device("cpu")
 
@@ -84,7 +85,7 @@ def test_the_fast_path_is_skipped_with_a_message_when_its_cache_would_crowd_the_
 def fixed_recipe(monkeypatch):
     """A deterministic recipe in src.data: always the whole central square of a photo, always mirrored."""
     recipe = AugmentationRecipe(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=1.0, trivial_augment=False)
-    monkeypatch.setattr(data, "LANDMARK_AUGMENTATION", recipe)
+    monkeypatch.setattr(presets, "LANDMARK_AUGMENTATION", recipe)
     return recipe
 
 

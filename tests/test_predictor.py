@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from src.data import eval_resize_size, get_data_loaders, get_normalization, get_transforms
+from src.data import get_data_loaders, get_normalization
 from src.exported import load_predictor
 from src.files import WriteError, quiet_torchscript
 from src.predictor import (
@@ -25,6 +25,7 @@ from src.predictor import (
     plot_confusion_matrix,
     predictor_test,
 )
+from src.presets import eval_resize_size, get_transforms
 from src.train import main as train_main
 from src.transfer import PRETRAINED_MEAN, PRETRAINED_STD, get_model_transfer_learning
 from tests.conftest import LANDMARK_NAMES, tmpfs

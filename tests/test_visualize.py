@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from src.data import get_data_loaders, get_transforms
+from src.data import get_data_loaders
+from src.presets import get_transforms
 from src.visualize import (
     LivePlot,
     accuracy_table,
