@@ -5,6 +5,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,6 +19,14 @@ requires_samples = pytest.mark.skipif(
 )
 
 N_CLASSES, N_TRAIN, N_TEST = 3, 10, 4
+matplotlib.use("Agg")  # tests draw figures without a screen
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Every test starts without open matplotlib figures and leaves none behind."""
+    yield
+    plt.close("all")
 
 
 @contextlib.contextmanager
@@ -98,3 +108,21 @@ def exported_scratch(small_scratch_model, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("export") / "original_exported.pt"
     export_predictor(small_scratch_model, LANDMARK_NAMES, [0.5, 0.45, 0.4], [0.25, 0.25, 0.25], path)
     return path
+
+
+@pytest.fixture
+def loaders(landmark_data):
+    """The synthetic dataset's train/valid/test loaders: batches of 8, 32 px, no worker processes."""
+    from src.data import get_data_loaders
+
+    return get_data_loaders(batch_size=8, num_workers=0, image_size=32)
+
+
+def small_model():
+    """A 3-class MyModel small enough to train in a second on the CPU, the same on every call (seeded)."""
+    import torch
+
+    from src.model import MyModel
+
+    torch.manual_seed(0)
+    return MyModel(num_classes=3, dropout=0.1, stem_stride=1, widths=(8, 16), blocks_per_stage=(1, 1))

@@ -1,6 +1,5 @@
 """Specification of src/convolution.py: convolution arithmetic, hand-made filters, learned filters, feature maps."""
 
-import matplotlib
 import matplotlib.pyplot as plt
 import pytest
 import torch
@@ -17,14 +16,6 @@ from src.convolution import (
     plot_feature_maps,
 )
 from src.model import MyModel
-
-matplotlib.use("Agg")
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
 
 
 def assert_titled(fig: plt.Figure) -> None:

@@ -6,27 +6,17 @@ import math
 import matplotlib
 import pytest
 import torch
-import torch.nn as nn
 
 from src import experiments, train
 from src.data import get_data_loaders
 from src.experiments import compare_models, comparison_table, fine_tune
-from src.model import MLPBaseline, MyModel, count_parameters
+from src.model import MLPBaseline, count_parameters
 from src.optimization import get_loss
+from tests.conftest import small_model
 from tests.test_train import scripted_run_epoch, weight_marker
 
 matplotlib.use("Agg")
 CPU = torch.device("cpu")
-
-
-@pytest.fixture
-def loaders(landmark_data):
-    return get_data_loaders(batch_size=8, num_workers=0, image_size=32)
-
-
-def small_model() -> nn.Module:
-    torch.manual_seed(0)
-    return MyModel(num_classes=3, dropout=0.1, stem_stride=1, widths=(8, 16), blocks_per_stage=(1, 1))
 
 
 def script_validation(monkeypatch, valid_losses: list[float]) -> list:

@@ -1,7 +1,5 @@
 """Specification of src/saliency.py: effective receptive fields, Grad-CAM, and the predictions it explains."""
 
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -17,14 +15,6 @@ from src.saliency import (
     plot_receptive_fields,
 )
 from tests.test_convolution import assert_titled, small_model
-
-matplotlib.use("Agg")
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
 
 
 # ----------------------------------------------------------------------------------------------------------------------

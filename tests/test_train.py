@@ -18,20 +18,10 @@ from src.model import MyModel
 from src.optimization import get_loss, get_optimizer, get_scheduler
 from src.transfer import get_model_transfer_learning
 from src.train import main, one_epoch_test, optimize, resume_path, train_one_epoch, valid_one_epoch
-from tests.conftest import tmpfs
+from tests.conftest import small_model, tmpfs
 
 matplotlib.use("Agg")
 CPU = torch.device("cpu")
-
-
-@pytest.fixture
-def loaders(landmark_data):
-    return get_data_loaders(batch_size=8, num_workers=0, image_size=32)
-
-
-def small_model() -> nn.Module:
-    torch.manual_seed(0)
-    return MyModel(num_classes=3, dropout=0.1, stem_stride=1, widths=(8, 16), blocks_per_stage=(1, 1))
 
 
 def weight_marker(model: nn.Module) -> float:

@@ -1,6 +1,5 @@
 """Specification of src/visualize.py: plots of the data, training curves (side by side and live), results, tables."""
 
-import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -24,14 +23,6 @@ from src.visualize import (
 )
 from tests.conftest import exif_rotated_jpeg
 from tests.test_convolution import assert_titled
-
-matplotlib.use("Agg")
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -64,7 +55,6 @@ def test_plot_augmentations_shows_the_original_and_n_versions():
     assert_titled(fig)
     assert [ax.get_title() for ax in fig.axes] == ["original 60x40", "augmented #1", "augmented #2", "augmented #3"]
     assert fig.axes[1].images[0].get_array().shape == (32, 32, 3)
-
 
 
 def test_raw_image_is_the_untransformed_file(landmark_data):
