@@ -27,8 +27,8 @@ from torchvision import transforms as T  # noqa: E402
 
 from bench.common import N_CLASSES, machine, make_dataset, photo_source  # noqa: E402
 from src.data import get_data_loaders
+from src.images import load_rgb_image
 from src.presets import LANDMARK_RESIZE_SIZE
-from src.helpers import load_rgb_image  # noqa: E402
 
 
 def images_per_second(loader: DataLoader) -> float:

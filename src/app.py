@@ -15,7 +15,7 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from src.exported import SCRATCH_EXPORT, TRANSFER_EXPORT, error_line, load_predictor, top_k, warm_up
-from src.helpers import PhotoError, open_photo
+from src.images import PhotoError, open_photo
 
 MODEL_CHOICES = {  # label in the dropdown -> exported file; the first one that exists is the default
     "Transfer learning (EfficientNet-Lite0)": TRANSFER_EXPORT,

@@ -41,10 +41,10 @@ from src.helpers import (
     get_device,
     is_image,
     list_images,
-    load_rgb_image,
     scan_files,
     seed_everything,
 )
+from src.images import load_rgb_image
 from src.presets import (
     DATASETS,
     LANDMARK_IMAGE_SIZE,

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from src.augment import augment, center_crop
 from src.data import base_dataset, get_normalization
-from src.helpers import load_rgb_image
+from src.images import load_rgb_image
 from src.presets import (
     LANDMARK_IMAGE_SIZE,
     LANDMARK_RESIZE_SIZE,

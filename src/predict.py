@@ -15,7 +15,7 @@ from pathlib import Path
 import src  # noqa: F401 - sets OMP_WAIT_POLICY before torch loads
 from src.checks import POSITIVE_INT, OneLineParser
 from src.exported import TRANSFER_EXPORT, error_line, load_predictor, top_k
-from src.helpers import PhotoError, open_photo
+from src.images import PhotoError, open_photo
 
 
 def format_predictions(photo: str, predictions: list[dict]) -> str:

@@ -17,9 +17,9 @@ from PIL import Image
 
 import src.app as app_module
 from src.app import LandmarkApp, bar_chart_html
-from src.helpers import open_photo
 from src.exported import load_predictor, top_k
 from src.files import quiet_torchscript
+from src.images import open_photo
 
 PROJECT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -42,8 +42,9 @@ from src.data import (
     stratified_split,
     visualize_one_batch,
 )
+from src.helpers import CHECKPOINTS_DIR, DataError, dataset_stats
+from src.images import load_rgb_image
 from src.presets import AugmentationRecipe, get_transforms
-from src.helpers import CHECKPOINTS_DIR, DataError, dataset_stats, load_rgb_image  # noqa: E402
 from tests.conftest import N_CLASSES, N_TEST, N_TRAIN, SAMPLES, requires_samples, tmpfs  # noqa: E402
 
 # What the synthetic dataset must split into with the default valid_size=0.2: class 00 has 2 extra train images.
