@@ -57,7 +57,7 @@ report: $(VENV)/installed | $(if $(filter 1,$(QUICK)),$(QUICK_DIR)/data)
 # The synthetic dataset of make report QUICK=1 (4 classes, 16 + 4 images each), written once.
 $(QUICK_DIR)/data: | $(VENV)/installed
 	rm -rf $@.tmp
-	$(BIN)/python -c "from src.data import make_synthetic_dataset; make_synthetic_dataset('$@.tmp', 4, 16, 4)"
+	$(BIN)/python -c "from src.synthetic import make_synthetic_dataset; make_synthetic_dataset('$@.tmp', 4, 16, 4)"
 	mv $@.tmp $@
 
 ## make app: the app notebook as a standalone web page (Voila) on http://127.0.0.1:8866

@@ -4,7 +4,7 @@ and how often `--resume` then finishes the run. The bar is N/N.
     python bench/kill_resume.py                  # 20 runs of 6 epochs
     python bench/kill_resume.py --runs 50 --epochs 8 --seed 1
 
-Data: a small synthetic landmark dataset (src.data.make_synthetic_dataset: 3 classes, 12 train + 4 test photos each),
+Data: a small synthetic landmark dataset (src.synthetic.make_synthetic_dataset: 3 classes, 12 train + 4 test photos each),
 built once. Each trial, in a fresh temporary folder, starts
 `python -m src.train --model scratch --dataset landmarks --epochs E --image-size 64 --batch-size 8 --num-workers 0
 --save-path TRIAL/model.pt`, waits for the first best checkpoint (TRIAL/model.pt), sleeps a random time, uniform
@@ -39,8 +39,8 @@ import src  # noqa: E402,F401 - sets OMP_WAIT_POLICY before torch loads
 import torch  # noqa: E402
 
 from bench.common import machine  # noqa: E402
-from src.data import make_synthetic_dataset  # noqa: E402
 from src.helpers import PROJECT_ROOT, get_device  # noqa: E402
+from src.synthetic import make_synthetic_dataset
 from src.transfer import build_model  # noqa: E402
 
 N_CLASSES, N_TRAIN, N_TEST = 3, 12, 4

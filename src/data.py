@@ -2,7 +2,7 @@
 
 Two datasets share one pipeline:
   - "landmarks": the course's 50-class landmark photos (ImageFolder layout, see src/helpers.py),
-  - "fashion-mnist": 70,000 28x28 clothing images, a real dataset that works offline, for proving training works.
+  - "fashion-mnist": 70,000 28x28 clothing images, a real dataset that works offline (src/fashion_mnist.py).
 
 Usage:  python -m src.data --dataset fashion-mnist   (prints a summary; downloads what is missing)
 """
@@ -10,11 +10,9 @@ Usage:  python -m src.data --dataset fashion-mnist   (prints a summary; download
 from __future__ import annotations
 
 import functools
-import gzip
 import itertools
 import os
 import warnings
-import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Sequence
@@ -22,17 +20,16 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
 
 from src.checks import OneLineParser, check_float, check_int, check_num_workers
 from src.download import landmark_data
-from src.files import WriteError, check_writable, write_atomically
+from src.fashion_mnist import FASHION_MNIST_DIR, fashion_mnist_datasets
+from src.files import WriteError, check_writable
 from src.helpers import (
     CHECKPOINTS_DIR,
-    PROJECT_ROOT,
     DataError,
     class_folders,
     dataset_stats,
@@ -53,15 +50,6 @@ from src.presets import (
     eval_resize_size,
     get_transforms,
 )
-
-FASHION_MNIST_DIR = PROJECT_ROOT / "fashion_mnist"
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # `apt-get install dataset-fashion-mnist`
-FASHION_MNIST_SIZES = {  # bytes of each unpacked IDX file: a 16/8-byte header + 28*28 pixels or 1 label per image
-    "train-images-idx3-ubyte": 16 + 60_000 * 28 * 28,
-    "train-labels-idx1-ubyte": 8 + 60_000,
-    "t10k-images-idx3-ubyte": 16 + 10_000 * 28 * 28,
-    "t10k-labels-idx1-ubyte": 8 + 10_000,
-}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -92,7 +80,7 @@ def get_datasets(
         root = get_data_location()
         train_all, valid_all, test = _landmark_folders(root, image_size, normalization, train_augment)
     else:
-        train_all, valid_all, test = _fashion_mnist(image_size, normalization, train_augment)
+        train_all, valid_all, test = fashion_mnist_datasets(image_size, normalization, train_augment)
 
     targets = [int(label) for label in train_all.targets]  # Fashion-MNIST keeps them in a tensor
     test_targets = [int(label) for label in test.targets]
@@ -182,51 +170,6 @@ def check_class_folders(root: Path, unreadable: set[Path] = frozenset()) -> list
         listing = f"{len(skipped)} link(s) or folder(s) that loop, dangle or cannot be read: {'; '.join(skipped)}"
         warnings.warn(f"Skipping {listing}", stacklevel=3)
     return classes["train"]
-
-
-def _fashion_mnist(image_size: int | None, normalization, augment: bool) -> tuple[Dataset, Dataset, Dataset]:
-    root = prepare_fashion_mnist()
-    train = datasets.FashionMNIST(root, train=True)
-    if normalization is None:  # mean/std of the training pixels (in [0,1]), the same value on all 3 channels
-        pixels = train.data.double() / 255
-        normalization = ([pixels.mean().item()] * 3, [pixels.std().item()] * 3)
-    transforms = get_transforms("fashion-mnist", *normalization, image_size)
-    return (
-        datasets.FashionMNIST(root, train=True, transform=transforms["train" if augment else "eval"]),
-        datasets.FashionMNIST(root, train=True, transform=transforms["eval"]),
-        datasets.FashionMNIST(root, train=False, transform=transforms["eval"]),
-    )
-
-
-def prepare_fashion_mnist(root: Path = FASHION_MNIST_DIR) -> Path:
-    """Make Fashion-MNIST readable by torchvision under `root`; returns root.
-
-    Uses Debian's copy (`apt-get install dataset-fashion-mnist`) when present, else downloads the official files.
-    """
-    raw = root / "FashionMNIST" / "raw"
-    resources = datasets.FashionMNIST.resources  # [(file name .gz, md5)]
-    if all((raw / name.removesuffix(".gz")).exists() for name, _ in resources):
-        return root
-    if all((DEBIAN_FASHION_MNIST / name).exists() for name, _ in resources):
-        for name, _ in resources:  # Debian recompressed the .gz files, so check the unpacked size, not the md5
-            source, unpacked = DEBIAN_FASHION_MNIST / name, raw / name.removesuffix(".gz")
-            try:
-                with gzip.open(source) as compressed:
-                    content = compressed.read(FASHION_MNIST_SIZES[unpacked.name] + 1)  # at most 47 MB
-            except (OSError, EOFError, zlib.error) as err:
-                raise DataError(f"{source} is corrupt ({err}): reinstall the dataset-fashion-mnist package.") from None
-            if len(content) != FASHION_MNIST_SIZES[unpacked.name]:
-                raise DataError(f"{source} is corrupt (wrong size): reinstall the dataset-fashion-mnist package.")
-            write_atomically(unpacked, content)
-        return root
-    try:
-        datasets.FashionMNIST(root, train=True, download=True)
-    except Exception as err:  # noqa: BLE001 - torchvision raises many kinds; all mean "could not download"
-        raise DataError(
-            f"Could not download Fashion-MNIST ({err}). Install it with `apt-get install dataset-fashion-mnist` "
-            f"or put the four *-ubyte.gz files in {raw}."
-        ) from None
-    return root
 
 
 def stratified_split(targets: Sequence[int], valid_size: float, seed: int = 42) -> tuple[list[int], list[int]]:
@@ -332,47 +275,6 @@ def visualize_one_batch(data_loaders: dict[str, DataLoader], max_n: int = 5) -> 
     fig.suptitle("A batch of augmented training images")
     fig.tight_layout()
     return fig
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Synthetic data for tests and quick notebook runs
-
-
-def make_synthetic_dataset(
-    root: str | Path, n_classes: int = 4, n_train: int = 16, n_test: int = 4, seed: int = 0
-) -> Path:
-    """Write a small landmark-style ImageFolder (train/, test/) that a CNN can learn; returns root.
-
-    Class k is striped at angle k*90/n_classes degrees in its own colour, plus noise, so it is learnable.
-    Files vary like real data: JPEG and PNG, sizes 48-160 px in both orientations, and RGB, grayscale, RGBA,
-    palette and CMYK modes.
-    """
-    root = Path(root)
-    rng = np.random.default_rng(seed)
-    modes = ["RGB", "L", "RGBA", "P", "CMYK"]
-    for split, count in (("train", n_train), ("test", n_test)):
-        for k in range(n_classes):
-            folder = root / split / f"{k:02d}.Synthetic_Landmark_{chr(65 + k)}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                image = _striped_image(k, n_classes, rng).convert(modes[i % len(modes)])
-                suffix = ".jpg" if image.mode in ("RGB", "L", "CMYK") else ".png"
-                image.save(folder / f"{split}_{k}_{i}{suffix}")
-    return root
-
-
-def _striped_image(k: int, n_classes: int, rng: np.random.Generator) -> Image.Image:
-    height, width = (int(v) for v in rng.integers(48, 161, size=2))
-    # Angles within [0, 90) degrees: a horizontal flip (a training augmentation) turns angle a into 180 - a,
-    # which is no other class's angle. The period scales with the image so resizing keeps the stripes.
-    angle = 0.5 * np.pi * k / n_classes
-    period = min(height, width) / 5
-    y, x = np.mgrid[0:height, 0:width]
-    phase = rng.uniform(0, 2 * np.pi)
-    stripes = np.sin(2 * np.pi * (x * np.cos(angle) + y * np.sin(angle)) / period + phase) > 0
-    colour = np.array([np.cos(2 * angle) + 1, np.sin(2 * angle) + 1, 1 - np.cos(2 * angle)]) * 110
-    pixels = stripes[..., None] * colour + rng.normal(30, 15, size=(height, width, 3))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 
 
 def setup_env(seed: int = 42, download: bool = True) -> torch.device:

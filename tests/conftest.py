@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from src.data import make_synthetic_dataset
+from src.synthetic import make_synthetic_dataset
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "landmark_samples"
 requires_samples = pytest.mark.skipif(

@@ -4,7 +4,6 @@ Landmark tests run on the small synthetic dataset from conftest.py (3 classes; t
 EXIF-rotated JPEG and a 16-bit PNG in class 00, so 32 images; test has 4 per class).
 """
 
-import gzip
 import os
 import pickle
 import re
@@ -12,32 +11,23 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import SequentialSampler
+from torchvision.transforms import v2
 
-matplotlib.use("Agg")  # before pyplot is imported anywhere: no display needed
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch.utils.data import SequentialSampler  # noqa: E402
-from torchvision.transforms import v2  # noqa: E402
-
-from src import data, download, presets  # noqa: E402
+from src import download, presets
 from src.data import (
-    FASHION_MNIST_DIR,
-    FASHION_MNIST_SIZES,
     balanced_subset,
     base_dataset,
     dataset_summary,
     denormalize,
     get_class_names,
     get_data_loaders,
-    get_datasets,
     get_normalization,
-    make_synthetic_dataset,
-    prepare_fashion_mnist,
     setup_env,
     stratified_split,
     visualize_one_batch,
@@ -45,7 +35,7 @@ from src.data import (
 from src.helpers import CHECKPOINTS_DIR, DataError, dataset_stats
 from src.images import load_rgb_image
 from src.presets import AugmentationRecipe, get_transforms
-from tests.conftest import N_CLASSES, N_TEST, N_TRAIN, SAMPLES, requires_samples, tmpfs  # noqa: E402
+from tests.conftest import N_CLASSES, N_TEST, N_TRAIN, SAMPLES, requires_samples
 
 # What the synthetic dataset must split into with the default valid_size=0.2: class 00 has 2 extra train images.
 TRAIN_PER_CLASS = [N_TRAIN + 2] + [N_TRAIN] * (N_CLASSES - 1)
@@ -53,23 +43,6 @@ N_TRAIN_IMAGES = sum(TRAIN_PER_CLASS)  # 32
 N_VALID = sum(round(0.2 * n) for n in TRAIN_PER_CLASS)  # 6: 20% of every class
 N_TEST_IMAGES = N_CLASSES * N_TEST  # 12
 CLASS_NAMES = ["Synthetic Landmark A", "Synthetic Landmark B", "Synthetic Landmark C"]
-
-FASHION_FILES = [name for name, _ in data.datasets.FashionMNIST.resources]  # the four *-ubyte.gz names
-DEBIAN_HAS_FASHION_MNIST = all((data.DEBIAN_FASHION_MNIST / name).exists() for name in FASHION_FILES)
-PROJECT_HAS_FASHION_MNIST = all(
-    (FASHION_MNIST_DIR / "FashionMNIST" / "raw" / name.removesuffix(".gz")).exists() for name in FASHION_FILES
-)
-requires_fashion_mnist = pytest.mark.skipif(
-    not (DEBIAN_HAS_FASHION_MNIST or PROJECT_HAS_FASHION_MNIST),
-    reason=f"Fashion-MNIST is neither installed in {data.DEBIAN_FASHION_MNIST} (apt-get install dataset-fashion-mnist) "
-    f"nor prepared in {FASHION_MNIST_DIR}, and tests must not download",
-)
-requires_debian_fashion_mnist = pytest.mark.skipif(
-    not DEBIAN_HAS_FASHION_MNIST,
-    reason=f"Debian's Fashion-MNIST is not installed in {data.DEBIAN_FASHION_MNIST} "
-    "(apt-get install dataset-fashion-mnist)",
-)
-
 
 def loaders_for_test(**kwargs):
     """get_data_loaders with the quick settings most tests want: no worker processes."""
@@ -618,34 +591,6 @@ def test_the_loader_statistics_and_checks_list_the_same_files(writable_landmark_
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Synthetic data
-
-
-def test_make_synthetic_dataset_writes_an_image_folder_of_mixed_formats(tmp_path):
-    root = make_synthetic_dataset(tmp_path / "synthetic", n_classes=2, n_train=5, n_test=2)
-    assert root == tmp_path / "synthetic"
-    for split, count in (("train", 5), ("test", 2)):
-        folders = sorted(p for p in (root / split).iterdir())
-        assert [p.name for p in folders] == ["00.Synthetic_Landmark_A", "01.Synthetic_Landmark_B"]
-        for folder in folders:
-            assert len(list(folder.iterdir())) == count
-    files = [p for p in (root / "train").rglob("*") if p.is_file()]
-    assert {p.suffix for p in files} == {".jpg", ".png"}
-    for path in files:
-        assert load_rgb_image(path).mode == "RGB"
-
-
-def test_make_synthetic_dataset_is_reproducible_for_a_seed(tmp_path):
-    first = make_synthetic_dataset(tmp_path / "a", n_classes=2, n_train=2, n_test=1, seed=3)
-    second = make_synthetic_dataset(tmp_path / "b", n_classes=2, n_train=2, n_test=1, seed=3)
-    files = sorted(p for p in first.rglob("*") if p.is_file())
-    assert len(files) == 2 * (2 + 1)
-    for path in files:
-        other = second / path.relative_to(first)
-        assert np.array_equal(np.asarray(load_rgb_image(path)), np.asarray(load_rgb_image(other)))
-
-
-# ----------------------------------------------------------------------------------------------------------------------
 # Summary
 
 
@@ -684,104 +629,6 @@ def test_every_real_photo_loads_as_rgb_of_at_least_100_px():
         photo = load_rgb_image(path)
         assert photo.mode == "RGB", path
         assert min(photo.size) >= 100, (path, photo.size)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Fashion-MNIST (a real dataset that works offline)
-
-
-@requires_debian_fashion_mnist
-def test_prepare_fashion_mnist_unpacks_debians_four_files(tmp_path):
-    assert prepare_fashion_mnist(tmp_path) == tmp_path
-    raw = tmp_path / "FashionMNIST" / "raw"
-    assert {p.name: p.stat().st_size for p in raw.iterdir()} == FASHION_MNIST_SIZES
-
-
-def test_a_corrupt_debian_fashion_mnist_is_an_error_and_leaves_no_unpacked_file(tmp_path, monkeypatch):
-    debian = tmp_path / "debian"
-    debian.mkdir()
-    for name in FASHION_FILES:
-        with gzip.open(debian / name, "wb") as f:
-            f.write(b"\x00" * 100)  # valid gzip, far too small to be the dataset
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", debian)
-    with pytest.raises(DataError, match="corrupt"):
-        prepare_fashion_mnist(tmp_path / "fashion_mnist")
-    raw = tmp_path / "fashion_mnist" / "FashionMNIST" / "raw"
-    assert not any((raw / name.removesuffix(".gz")).exists() for name in FASHION_FILES)
-
-
-def fake_debian_fashion_mnist(folder: Path, monkeypatch, content: bytes = b"\x07" * 100) -> None:
-    """Debian's four .gz files in `folder`, each holding `content` (sizes scaled down to match)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in FASHION_FILES:
-        with gzip.open(folder / name, "wb") as f:
-            f.write(content)
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", folder)
-    monkeypatch.setattr(data, "FASHION_MNIST_SIZES", {name.removesuffix(".gz"): len(content) for name in FASHION_FILES})
-
-
-def test_debian_fashion_mnist_is_unpacked_atomically(tmp_path, monkeypatch):
-    fake_debian_fashion_mnist(tmp_path / "debian", monkeypatch)
-    raw = prepare_fashion_mnist(tmp_path / "fashion_mnist") / "FashionMNIST" / "raw"
-    assert sorted(p.name for p in raw.iterdir()) == sorted(name.removesuffix(".gz") for name in FASHION_FILES)
-    assert all(p.read_bytes() == b"\x07" * 100 for p in raw.iterdir()), "no temp file left, every file complete"
-
-
-def test_a_debian_fashion_mnist_file_that_is_not_gzip_is_a_one_line_error(tmp_path, monkeypatch):
-    fake_debian_fashion_mnist(tmp_path / "debian", monkeypatch)
-    (tmp_path / "debian" / FASHION_FILES[0]).write_bytes(b"not gzip at all")
-    with pytest.raises(DataError, match="corrupt .*reinstall the dataset-fashion-mnist package"):
-        prepare_fashion_mnist(tmp_path / "fashion_mnist")
-
-
-def test_fashion_mnist_in_a_read_only_folder_is_a_one_line_error(tmp_path, monkeypatch):
-    from src.files import WriteError
-    fake_debian_fashion_mnist(tmp_path / "debian", monkeypatch)
-    with tmpfs(tmp_path / "disk", "1m", read_only=True) as disk:
-        with pytest.raises(WriteError, match="read-only") as caught:
-            prepare_fashion_mnist(disk / "fashion_mnist")
-        assert str(disk) in str(caught.value) and "\n" not in str(caught.value)
-
-
-@pytest.fixture(scope="module")
-def fashion_loaders():
-    return get_data_loaders(dataset="fashion-mnist", limit=200, batch_size=16, num_workers=0)
-
-
-@requires_fashion_mnist
-def test_fashion_mnist_batches_are_3x28x28(fashion_loaders):
-    for split in ("train", "valid", "test"):
-        images, labels = next(iter(fashion_loaders[split]))
-        assert images.shape == (16, 3, 28, 28), split
-        assert images.dtype == torch.float32
-        assert labels.dtype == torch.int64
-        assert 0 <= labels.min() and labels.max() < 10
-
-
-@requires_fashion_mnist
-def test_fashion_mnist_has_10_named_classes(fashion_loaders):
-    names = get_class_names(fashion_loaders)
-    assert len(names) == 10
-    assert "T-shirt/top" in names
-
-
-@requires_fashion_mnist
-def test_fashion_mnist_limit_caps_every_split(fashion_loaders):
-    for split in ("train", "valid", "test"):
-        assert 0 < len(fashion_loaders[split].dataset) <= 200, split
-
-
-@requires_fashion_mnist
-def test_fashion_mnist_limit_takes_an_equal_share_of_every_class(fashion_loaders):
-    for split in ("train", "valid", "test"):
-        assert Counter(labels_of(fashion_loaders[split].dataset)) == {label: 20 for label in range(10)}, split
-
-
-@requires_fashion_mnist
-def test_fashion_mnist_validation_split_is_stratified():
-    splits = get_datasets("fashion-mnist", valid_size=0.2)
-    assert len(splits["train"]) == 48_000 and len(splits["valid"]) == 12_000 and len(splits["test"]) == 10_000
-    assert Counter(labels_of(splits["valid"])) == {label: 1_200 for label in range(10)}
 
 
 def test_train_augment_false_gives_the_training_images_the_deterministic_eval_transform(landmark_data):

@@ -15,7 +15,7 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from src.data import make_synthetic_dataset
+from src.synthetic import make_synthetic_dataset
 
 PROJECT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["cnn_from_scratch.ipynb", "transfer_learning.ipynb", "app.ipynb"]  # course order: the app uses both exports
