@@ -6,9 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision
+import torchvision.transforms as T
 from PIL import Image
+from torch.utils.data import DataLoader, Subset
 
 from src.helpers import PROJECT_ROOT
+from src.presets import LANDMARK_IMAGE_SIZE, eval_resize_size
 
 SAMPLES = PROJECT_ROOT.parent / "shared" / "data" / "landmark_samples"  # real landmark photos, on the team's machines
 N_CLASSES = 50
@@ -29,6 +33,19 @@ def make_dataset(root: Path, n_images: int, n_classes: int = N_CLASSES) -> Path:
                 small = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
                 Image.fromarray(small).resize((800, 600), Image.BICUBIC).save(target, quality=90)
     return root
+
+
+def course_loader(
+    root: Path, batch_size: int, workers: int, image_size: int = LANDMARK_IMAGE_SIZE, mean=(0.5,) * 3, std=(0.25,) * 3,
+    indices: list[int] | None = None, loader=torchvision.datasets.folder.default_loader, **loader_options,
+) -> DataLoader:  # fmt: skip
+    """The course's training loader, the baseline every speed figure is compared with: ImageFolder over root/train/
+    (only the photos numbered `indices`, if given), PIL decode (`loader`), Resize + RandomCrop + flip, fp32 tensors."""
+    transform = T.Compose([T.Resize(eval_resize_size("landmarks", image_size)), T.RandomCrop(image_size),
+                           T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])  # fmt: skip
+    dataset = torchvision.datasets.ImageFolder(root / "train", transform=transform, loader=loader)
+    dataset = Subset(dataset, indices) if indices is not None else dataset
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, **loader_options)
 
 
 def photo_source() -> str:

@@ -26,24 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import src  # noqa: E402,F401 - sets OMP_WAIT_POLICY before torch loads
 import torch  # noqa: E402
 import torchvision  # noqa: E402
-from torch.utils.data import DataLoader, Subset  # noqa: E402
-from torchvision import transforms as T  # noqa: E402
 
-from bench.common import N_CLASSES, machine, make_dataset, photo_source  # noqa: E402
-from src.data import get_data_loaders, get_normalization
+from bench.common import N_CLASSES, course_loader, machine, make_dataset, photo_source  # noqa: E402
+from src.data import get_data_loaders, get_normalization  # noqa: E402
 from src.gpu_data import device_loaders  # noqa: E402
 from src.helpers import get_device  # noqa: E402
 from src.optimization import get_loss  # noqa: E402
-from src.presets import LANDMARK_IMAGE_SIZE, eval_resize_size
+from src.presets import LANDMARK_IMAGE_SIZE  # noqa: E402
 from src.train import run_epoch  # noqa: E402
-
-def course_loader(root: Path, indices: list[int], batch_size: int, mean, std, image_size: int) -> DataLoader:
-    """The course's loader over the photos root/train/ numbers `indices` (ImageFolder order)."""
-    transform = T.Compose([T.Resize(eval_resize_size("landmarks", image_size)), T.RandomCrop(image_size),
-                           T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])  # fmt: skip
-    dataset = Subset(torchvision.datasets.ImageFolder(root / "train", transform=transform), indices)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=os.cpu_count(), drop_last=True)
-
 
 def timed_epochs(loader, model, optimizer, device) -> float:
     """Images per second of the second of two epochs (the first warms up caches, cuDNN and allocators)."""
@@ -85,7 +75,7 @@ def main() -> None:
         mean, std = (values.tolist() for values in get_normalization(loaders["train"]))
 
         model, optimizer = fresh_model(device, args.classes, channels_last=False)
-        course = timed_epochs(course_loader(root, train_indices, args.batch_size, mean, std, args.image_size), model, optimizer, device)
+        course = timed_epochs(course_loader(root, args.batch_size, os.cpu_count(), args.image_size, mean, std, train_indices, drop_last=True), model, optimizer, device)
 
         start = time.perf_counter()
         fast_loaders = device_loaders(loaders, device, args.image_size)

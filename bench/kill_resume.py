@@ -40,7 +40,7 @@ import torch  # noqa: E402
 
 from bench.common import machine  # noqa: E402
 from src.helpers import PROJECT_ROOT, get_device  # noqa: E402
-from src.synthetic import make_synthetic_dataset
+from src.synthetic import make_synthetic_dataset  # noqa: E402
 from src.transfer import build_model  # noqa: E402
 
 N_CLASSES, N_TRAIN, N_TEST = 3, 12, 4

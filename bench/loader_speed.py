@@ -21,14 +21,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import src  # noqa: E402,F401 - sets OMP_WAIT_POLICY before torch loads
-import torchvision  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
-from torchvision import transforms as T  # noqa: E402
 
-from bench.common import N_CLASSES, machine, make_dataset, photo_source  # noqa: E402
-from src.data import get_data_loaders
-from src.images import load_rgb_image
-from src.presets import LANDMARK_RESIZE_SIZE
+from bench.common import N_CLASSES, course_loader, machine, make_dataset, photo_source  # noqa: E402
+from src.data import get_data_loaders  # noqa: E402
+from src.images import load_rgb_image  # noqa: E402
+from src.presets import LANDMARK_RESIZE_SIZE  # noqa: E402
 
 
 def images_per_second(loader: DataLoader) -> float:
@@ -40,14 +38,10 @@ def images_per_second(loader: DataLoader) -> float:
 
 
 def course_style(root: Path, batch_size: int, workers: int, reduced_decode: bool) -> DataLoader:
-    transform = T.Compose([T.Resize(256), T.RandomCrop(224), T.RandomHorizontalFlip(), T.ToTensor(),
-                           T.Normalize([0.5] * 3, [0.25] * 3)])  # fmt: skip
-    if reduced_decode:
-        loader = functools.partial(load_rgb_image, min_side=LANDMARK_RESIZE_SIZE)
-    else:
-        loader = torchvision.datasets.folder.default_loader  # PIL open + convert("RGB"), as the course does
-    dataset = torchvision.datasets.ImageFolder(root / "train", transform=transform, loader=loader)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
+    """The course's loader (bench/common.py), decoding full-size JPEGs or, with reduced_decode, at a reduced scale."""
+    decode = functools.partial(load_rgb_image, min_side=LANDMARK_RESIZE_SIZE) if reduced_decode else None
+    options = {"loader": decode} if decode else {}  # default: PIL open + convert("RGB"), as the course does
+    return course_loader(root, batch_size, workers, persistent_workers=workers > 0, **options)
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 from bench.common import SAMPLES, machine  # noqa: E402
 from src.exported import load_predictor, warm_up  # noqa: E402
-from src.images import load_rgb_image
+from src.images import load_rgb_image  # noqa: E402
 from src.model import MyModel  # noqa: E402
 from src.predictor import Predictor, export_predictor  # noqa: E402
 from src.transfer import PRETRAINED_MEAN, PRETRAINED_STD, get_model_transfer_learning  # noqa: E402

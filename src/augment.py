@@ -136,7 +136,7 @@ def apply_trivial_augment_ops(images: torch.Tensor, op: torch.Tensor, magnitude:
 def _photometric(name: str, images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """torchvision's TrivialAugmentWide op `name` on float [G,3,H,W] in 0-1 with per-image magnitudes [G,1,1,1]."""
     factor = 1.0 + magnitude
-    gray = 0.2989 * images[:, 0:1] + 0.587 * images[:, 1:2] + 0.114 * images[:, 2:3]  # F.rgb_to_grayscale's weights
+    gray = F.rgb_to_grayscale(images)  # [G,1,H,W], torchvision's own weights
     if name == "Brightness":
         return (images * factor).clamp(0, 1)
     if name == "Color":

@@ -40,7 +40,8 @@ def cache_side(short_side: int) -> int:
 
 
 class ImageCache:
-    """N images resized to shorter side `short_side`, padded into one uint8 tensor [N,3,S,L] on `device`.
+    """N images resized to shorter side `short_side`, each padded into an S x S square of one uint8 tensor [N,3,S,S]
+    on the device, S = cache_side(short_side).
 
     sizes[i] = (height, width) of image i inside its padding; labels [N] int64 on the device.
     """

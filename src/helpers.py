@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm.auto import tqdm
 
 from src.checks import check_int
@@ -36,8 +37,6 @@ LANDMARKS_CSV = Path(__file__).with_name("landmarks.csv")  # name and location o
 STATS_FILE = "dataset_stats.json"  # cached mean/std and unreadable files, written into the dataset root
 
 MAX_SEED = 2**32 - 1  # NumPy's legacy seeding takes 0 to 2**32 - 1
-# The same list torchvision's ImageFolder uses, so the scan below sees exactly the files the loader would.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 class DataError(RuntimeError):
@@ -224,7 +223,7 @@ def files_under(folder: Path) -> list[Path]:
 
 def is_image(path: Path) -> bool:
     """Whether ImageFolder would load this file (by its extension)."""
-    return path.suffix.lower() in IMAGE_EXTENSIONS
+    return path.suffix.lower() in IMG_EXTENSIONS  # torchvision's own list: the scan sees what ImageFolder would
 
 
 def list_images(folder: Path) -> tuple[list[Path], list[Path]]:

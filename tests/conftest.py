@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.common import SAMPLES  # real landmark photos beside the project, on the team's machines only
 from src.synthetic import make_synthetic_dataset
 
-SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "landmark_samples"
 requires_samples = pytest.mark.skipif(
     not SAMPLES.is_dir(), reason=f"real landmark photos not present at {SAMPLES} (only on the team's machines)"
 )
