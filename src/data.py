@@ -33,7 +33,6 @@ from src.helpers import (
     DataError,
     class_folders,
     dataset_stats,
-    display_name,
     get_data_location,
     get_device,
     is_image,
@@ -42,6 +41,7 @@ from src.helpers import (
     seed_everything,
 )
 from src.images import load_rgb_image
+from src.landmarks import display_name
 from src.presets import (
     DATASETS,
     LANDMARK_IMAGE_SIZE,

@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 
 from src.files import quiet_torchscript
-from src.helpers import landmark_info, model_file
+from src.helpers import model_file
+from src.landmarks import landmark_info
 
 SCRATCH_EXPORT = model_file("scratch", exported=True)  # the app's two models
 TRANSFER_EXPORT = model_file("transfer", exported=True)

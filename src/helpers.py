@@ -10,9 +10,7 @@ Everything here is independent of the model. The landmark dataset layout is the 
 
 from __future__ import annotations
 
-import csv
 import errno
-import functools
 import hashlib
 import json
 import os
@@ -33,7 +31,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Trained and exported models; LANDMARK_CHECKPOINTS points elsewhere (e.g. to keep several experiments apart).
 CHECKPOINTS_DIR = Path(os.environ.get("LANDMARK_CHECKPOINTS") or PROJECT_ROOT / "checkpoints")
 DEFAULT_DATA_DIR = PROJECT_ROOT / "landmark_images"
-LANDMARKS_CSV = Path(__file__).with_name("landmarks.csv")  # name and location of each of the 50 landmarks
 STATS_FILE = "dataset_stats.json"  # cached mean/std and unreadable files, written into the dataset root
 
 MAX_SEED = 2**32 - 1  # NumPy's legacy seeding takes 0 to 2**32 - 1
@@ -100,45 +97,6 @@ def model_file(kind: str, dataset: str = "landmarks", exported: bool = False) ->
         raise ValueError(f"kind must be 'scratch' or 'transfer', got {kind!r}")
     stem = MODEL_FILES[kind, exported]
     return CHECKPOINTS_DIR / (f"{stem}.pt" if dataset == "landmarks" else f"{stem}_{dataset}.pt")
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Class names and where each landmark is
-
-
-@functools.cache
-def landmarks() -> dict[str, dict[str, str]]:
-    """Class folder -> its row of src/landmarks.csv: name, place, country, latitude, longitude (all strings)."""
-    with open(LANDMARKS_CSV, newline="", encoding="utf-8") as f:
-        return {row["folder"]: row for row in csv.DictReader(f)}
-
-
-def display_name(class_folder: str) -> str:
-    """'16.Eiffel_Tower' -> 'Eiffel Tower' (from src/landmarks.csv when the folder is a known landmark).
-
-    Other names lose a numeric 'NN.' prefix and underscores: '00.Synthetic_Landmark_A' -> 'Synthetic Landmark A'.
-    """
-    if class_folder in landmarks():
-        return landmarks()[class_folder]["name"]
-    prefix, dot, rest = class_folder.partition(".")
-    name = rest if dot and prefix.isdigit() else class_folder
-    return name.replace("_", " ")
-
-
-@functools.cache
-def _landmarks_by_name() -> dict[str, dict[str, str]]:
-    return {row["name"]: row for row in landmarks().values()}
-
-
-def landmark_info(name: str) -> dict[str, str] | None:
-    """The src/landmarks.csv row for a display name or a class folder; None for anything else."""
-    return landmarks().get(name) or _landmarks_by_name().get(name)
-
-
-def landmark_place(name: str) -> str:
-    """'Eiffel Tower' -> 'Paris, France'; '' when the name is not a known landmark."""
-    info = landmark_info(name)
-    return f"{info['place']}, {info['country']}" if info else ""
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from src.checks import OneLineParser, check_int
 from src.data import base_dataset, get_data_loaders, get_normalization
 from src.exported import error_line, load_predictor
 from src.files import WriteError, quiet_torchscript, save_script
-from src.helpers import DataError, display_name, landmark_place, model_file
+from src.helpers import DataError, model_file
+from src.landmarks import display_name, landmark_place
 from src.presets import DATASETS, LANDMARK_IMAGE_SIZE, eval_resize_size
 from src.transfer import build_model
 

@@ -13,15 +13,7 @@ import torch
 from PIL import Image
 
 from src import helpers
-from src.helpers import (
-    DataError,
-    compute_mean_and_std,
-    dataset_stats,
-    display_name,
-    get_data_location,
-    scan_files,
-    seed_everything,
-)
+from src.helpers import DataError, compute_mean_and_std, dataset_stats, get_data_location, scan_files, seed_everything
 from src.images import load_rgb_image
 from tests.conftest import tmpfs
 
@@ -60,20 +52,6 @@ def test_a_folder_without_train_and_test_is_rejected(tmp_path, monkeypatch):
     monkeypatch.setenv("LANDMARK_DATA", str(tmp_path))
     with pytest.raises(DataError, match="train/ and test/"):
         get_data_location()
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# display_name
-
-
-@pytest.mark.parametrize(
-    "folder, name",
-    [("16.Eiffel_Tower", "Eiffel Tower"), ("00.Haleakala_National_Park", "Haleakalā National Park"),
-     ("04.Wroclaws_Dwarves", "Wrocław's Dwarves"), ("00.Synthetic_Landmark_A", "Synthetic Landmark A"),
-     ("T-shirt/top", "T-shirt/top")],
-)  # fmt: skip
-def test_display_name_uses_the_landmark_table_else_drops_the_number_and_underscores(folder, name):
-    assert display_name(folder) == name
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -238,22 +216,6 @@ def test_statistics_do_not_crash_on_symlink_loops_and_count_each_image_once(writ
     stats = dataset_stats()
     assert stats["n_pixels"] == dataset_stats(synthetic_root)["n_pixels"]
     assert stats["unreadable"] == {}
-
-
-def test_every_class_folder_has_a_name_a_place_and_coordinates():
-    table = helpers.landmarks()
-    assert list(table) == sorted(table) and len(table) == 50
-    assert [folder[:2] for folder in table] == [f"{i:02d}" for i in range(50)]
-    for row in table.values():
-        assert row["name"] and row["place"] and row["country"]
-        assert -90 <= float(row["latitude"]) <= 90 and -180 <= float(row["longitude"]) <= 180
-
-
-@pytest.mark.parametrize(
-    "name, place", [("Eiffel Tower", "Paris, France"), ("16.Eiffel_Tower", "Paris, France"), ("Synthetic Landmark A", "")]
-)
-def test_landmark_place_knows_display_names_and_folders(name, place):
-    assert helpers.landmark_place(name) == place
 
 
 @pytest.mark.parametrize("seed", [-1, 2**32])
