@@ -28,7 +28,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from src.data import base_dataset
-from src.files import WriteError, check_writable, describe_write_error, temp_path
+from src.files import WriteError, check_writable, describe_write_error, process_alive, temp_path
 
 
 class ResumeError(ValueError):
@@ -90,7 +90,7 @@ def run_lock(save_path: str | Path) -> Iterator[None]:
             descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # atomic: one of two racing runs wins
         except FileExistsError:
             owner = _owner(lock)
-            if owner is not None and owner != os.getpid() and _alive(owner):
+            if owner is not None and owner != os.getpid() and process_alive(owner):
                 raise ResumeError(f"Another training run (process {owner}) is writing {save_path}: wait for it to "
                                   f"finish, or save this run elsewhere. (No such run? Delete {lock}.)") from None
             lock.unlink(missing_ok=True)  # left by a killed run
@@ -113,16 +113,6 @@ def _owner(lock: Path) -> int | None:
         return int(lock.read_text())
     except (OSError, ValueError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, owned by someone else
-    return True
 
 
 def state_bytes(model: nn.Module) -> int:

@@ -129,3 +129,16 @@ def check_writable(folder: str | Path, need_bytes: int = 0) -> Path:
             f"{need_bytes / 1e6:.0f} MB. Free some space there, or save somewhere else."
         )
     return folder
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` still runs: a lock or temporary folder named after a process that is gone is stale."""
+    if os.name == "nt":  # os.kill(pid, 0) would send Ctrl-C there, not just ask: assume it runs
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # it exists, and belongs to someone else
+        return True
+    return True

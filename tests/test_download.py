@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from src import download
+from src import download, unpack
 from src.download import download_and_extract
 from src.helpers import DataError
 from tests.conftest import tmpfs
@@ -341,7 +341,7 @@ def test_a_zip_bomb_member_is_refused_before_unpacking_and_the_zip_kept(zip_serv
      ("MAX_MEMBERS", 4, "5 files")],
 )
 def test_a_zip_over_the_size_limits_is_refused(zip_server, tmp_path, monkeypatch, limit, value, expected):
-    monkeypatch.setattr(download, limit, value)  # the real limits are gigabytes: scaled down to this 200 KB zip
+    monkeypatch.setattr(unpack, limit, value)  # the real limits are gigabytes: scaled down to this 200 KB zip
     with pytest.raises(DataError, match=expected):
         download_and_extract(zip_server.url, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["landmark_images.zip"]

@@ -2,6 +2,9 @@
 
 import errno
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,6 +12,7 @@ import torch
 from src.files import (
     WriteError,
     check_writable,
+    process_alive,
     quiet_torchscript,
     save_json,
     save_script,
@@ -107,3 +111,9 @@ def test_check_writable_refuses_a_folder_with_too_little_space(tiny_disk):
     with pytest.raises(WriteError, match=r"only 0 MB free, and this needs about 10 MB"):
         check_writable(tiny_disk, need_bytes=10_000_000)
     assert list(tiny_disk.iterdir()) == [], "the probe file is removed"
+
+
+def test_process_alive_tells_a_running_process_from_one_that_is_gone():
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert process_alive(os.getpid()) and not process_alive(gone.pid)
