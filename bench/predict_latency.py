@@ -25,6 +25,7 @@ from src.exported import load_predictor, warm_up  # noqa: E402
 from src.images import load_rgb_image  # noqa: E402
 from src.model import MyModel  # noqa: E402
 from src.predictor import Predictor, export_predictor  # noqa: E402
+from src.presets import LANDMARK_IMAGE_SIZE, LANDMARK_RESIZE_SIZE  # noqa: E402
 from src.transfer import PRETRAINED_MEAN, PRETRAINED_STD, get_model_transfer_learning  # noqa: E402
 
 SAMPLE = SAMPLES / "test" / "16.Eiffel_Tower"
@@ -89,10 +90,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for name, (model, mean, std) in models.items():
             path = Path(folder) / "exported.pt"
-            export_predictor(model, NAMES, mean, std, path)
+            export_predictor(model, NAMES, mean, std, path, LANDMARK_IMAGE_SIZE, LANDMARK_RESIZE_SIZE)
             first_call[name] = first_photo_ms(path, photo, warmed=False), first_photo_ms(path, photo, warmed=True)
             exported = load_predictor(path)
-            result = measure(Predictor(model, NAMES, mean, std).eval(), exported, photo, args.runs)
+            result = measure(Predictor(model, NAMES, mean, std, LANDMARK_IMAGE_SIZE, LANDMARK_RESIZE_SIZE).eval(), exported, photo, args.runs)
             (eager_p50, eager_p95), (exp_p50, exp_p95) = result["eager"], result["exported"]
             print(f"{name:<32}{path.stat().st_size / 1e6:>8.1f}{eager_p50:>11.1f}{eager_p95:>8.1f}"
                   f"{exp_p50:>14.1f}{exp_p95:>8.1f}{exp_p50 / eager_p50:>10.2f}x")  # fmt: skip

@@ -30,7 +30,7 @@ from src.exported import error_line, load_predictor
 from src.files import WriteError, quiet_torchscript, save_script
 from src.helpers import DataError, model_file
 from src.landmarks import display_name, landmark_place
-from src.presets import DATASETS, LANDMARK_IMAGE_SIZE, eval_resize_size
+from src.presets import DATASETS, eval_resize_size
 from src.transfer import build_model
 
 # A photo more elongated than MAX_ASPECT:1 keeps only its middle MAX_ASPECT:1 part before it is resized. The centre
@@ -50,16 +50,17 @@ class Predictor(nn.Module):
         class_names: list[str],
         mean: list[float] | torch.Tensor,
         std: list[float] | torch.Tensor,
-        image_size: int = LANDMARK_IMAGE_SIZE,
-        resize_size: int | None = None,
+        image_size: int,
+        resize_size: int,
     ):
-        """resize_size: shorter side before the central image_size crop; default: the landmark 256/224 ratio."""
+        """image_size: the side of the central crop the model sees; resize_size: the shorter side the photo is resized
+        to first. Both are the evaluation transform's (export_settings reads them from a loader)."""
         super().__init__()
         self.model = model.eval()
         self.class_names = list(class_names)
         self.class_places = [landmark_place(name) for name in class_names]  # "" where unknown
         self.image_size = image_size
-        self.resize_size = resize_size or eval_resize_size("landmarks", image_size)
+        self.resize_size = resize_size
         self.max_aspect = MAX_ASPECT  # an attribute: TorchScript cannot read module globals
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
@@ -117,20 +118,19 @@ def export_predictor(
     mean: list[float] | torch.Tensor,
     std: list[float] | torch.Tensor,
     path: str | Path,
-    image_size: int = LANDMARK_IMAGE_SIZE,
-    resize_size: int | None = None,
+    image_size: int,
+    resize_size: int,
 ) -> torch.jit.ScriptModule:
     """Wrap the model in a Predictor, compile it with TorchScript and save it (atomically) to `path`.
 
-    resize_size must match the eval transform: src.presets.eval_resize_size(dataset, image_size); None means landmarks.
+    image_size and resize_size must be the eval transform's (src.presets.eval_resize_size(dataset, image_size)):
     export_settings(loaders["test"]) gives every argument but the model and the path, read from the data.
     Returns the scripted predictor. The model is copied to the CPU; the original is left where it was.
     Raises ValueError (one line, nothing written) for settings that make no sense or a model whose output width is not
     len(class_names); src.files.WriteError (one line) when the file cannot be written: a previous file stays intact.
     """
     check_int(image_size, 1, "image_size")
-    if resize_size is not None:  # the shorter side before the central image_size crop: at least the crop
-        check_int(resize_size, image_size, "resize_size")
+    check_int(resize_size, image_size, "resize_size")  # the shorter side before the central crop: at least the crop
     if not (isinstance(class_names, (list, tuple)) and class_names and all(isinstance(n, str) for n in class_names)):
         raise ValueError(f"class_names must be a non-empty list of names, got {class_names!r}")
     if len(set(class_names)) != len(class_names):

@@ -106,7 +106,7 @@ def exported_scratch(small_scratch_model, tmp_path_factory) -> Path:
     from src.predictor import export_predictor
 
     path = tmp_path_factory.mktemp("export") / "original_exported.pt"
-    export_predictor(small_scratch_model, LANDMARK_NAMES, [0.5, 0.45, 0.4], [0.25, 0.25, 0.25], path)
+    export_predictor(small_scratch_model, LANDMARK_NAMES, [0.5, 0.45, 0.4], [0.25, 0.25, 0.25], path, 224, 256)
     return path
 
 

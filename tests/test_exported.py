@@ -49,7 +49,7 @@ def model_file(kind: str, folder: Path, exported: Path, model: torch.nn.Module) 
     """A file --model might be given that is not a usable exported predictor."""
     path = folder / f"{kind}.pt"
     if kind in ("bare MyModel", "width mismatch", "fails on a photo", "no softmax"):
-        module = {"bare MyModel": model, "width mismatch": Predictor(model, LANDMARK_NAMES[:2], MEAN, STD),
+        module = {"bare MyModel": model, "width mismatch": Predictor(model, LANDMARK_NAMES[:2], MEAN, STD, 224, 256),
                   "fails on a photo": NotAPredictor(fails=True), "no softmax": NotAPredictor(fails=False)}[kind]
         with quiet_torchscript():
             torch.jit.script(module).save(str(path))

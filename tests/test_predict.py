@@ -193,7 +193,7 @@ def test_top_k_larger_than_the_classes_lists_every_class(small_scratch_model, go
     import torch
 
     two_classes = torch.nn.Sequential(small_scratch_model, torch.nn.Linear(3, 2)).eval()
-    export_predictor(two_classes, LANDMARK_NAMES[:2], [0.5] * 3, [0.25] * 3, tmp_path / "two.pt")
+    export_predictor(two_classes, LANDMARK_NAMES[:2], [0.5] * 3, [0.25] * 3, tmp_path / "two.pt", 224, 256)
     code, out, _ = run(capsys, good_photo, "--model", tmp_path / "two.pt", "--top-k", "10")
     assert code == 0 and len(out.strip().splitlines()) == 3
 

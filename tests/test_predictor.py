@@ -25,13 +25,14 @@ from src.predictor import (
     plot_confusion_matrix,
     predictor_test,
 )
-from src.presets import eval_resize_size, get_transforms
+from src.presets import LANDMARK_IMAGE_SIZE, LANDMARK_RESIZE_SIZE, eval_resize_size, get_transforms
 from src.train import main as train_main
 from src.transfer import PRETRAINED_MEAN, PRETRAINED_STD, get_model_transfer_learning
 from tests.conftest import LANDMARK_NAMES, tmpfs
 
 matplotlib.use("Agg")
 MEAN, STD = [0.5, 0.45, 0.4], [0.25, 0.25, 0.25]
+SIZES = (LANDMARK_IMAGE_SIZE, LANDMARK_RESIZE_SIZE)  # (crop, resize): the landmark photos' evaluation preprocessing
 
 
 @pytest.fixture(scope="module")
@@ -57,20 +58,20 @@ def photo(width: int, height: int, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("kind", ["scratch", "transfer"])
 def test_scripted_predictor_equals_eager_for_both_model_kinds(kind, small_scratch_model, transfer_model):
     model = small_scratch_model if kind == "scratch" else transfer_model
-    predictor = Predictor(model, LANDMARK_NAMES, MEAN, STD).eval()
+    predictor = Predictor(model, LANDMARK_NAMES, MEAN, STD, *SIZES).eval()
     images = torch.cat([photo(300, 200, seed) for seed in range(2)])
     eager, scripted = predictor(images), script(predictor)(images)
     assert (eager - scripted).abs().max() <= 1e-5
 
 
 def test_probabilities_are_a_distribution_over_the_classes(small_scratch_model):
-    probabilities = Predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD)(photo(640, 480))
+    probabilities = Predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD, *SIZES)(photo(640, 480))
     assert probabilities.shape == (1, 3)
     assert (probabilities >= 0).all() and torch.allclose(probabilities.sum(dim=1), torch.ones(1), atol=1e-6)
 
 
 def test_uint8_and_float_inputs_give_the_same_result(small_scratch_model):
-    predictor = Predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD)
+    predictor = Predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD, *SIZES)
     image = photo(500, 400)
     assert torch.allclose(predictor(image), predictor(image.float() / 255), atol=1e-6)
 
@@ -101,7 +102,7 @@ def reference(model: torch.nn.Module, image: torch.Tensor, image_size: int = 224
 def test_ordinary_photos_get_bit_identical_probabilities(width, height, layout, small_scratch_model, exported_scratch):
     image = photo(width, height).contiguous(memory_format=layout)
     expected = reference(small_scratch_model, image)
-    assert torch.equal(Predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD)(image), expected)
+    assert torch.equal(Predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD, *SIZES)(image), expected)
     exported = load_predictor(exported_scratch)
     assert all(torch.equal(exported(image), expected) for _ in range(3)), "also once TorchScript has optimized it"
 
@@ -119,7 +120,7 @@ def test_odd_shapes_give_probabilities_and_a_bounded_resize(
 
     monkeypatch.setattr(torch.nn.functional, "interpolate", recording)  # the eager Predictor looks it up at each call
     image = torch.randint(0, 256, (1, 3, height, width), dtype=torch.uint8)
-    eager = Predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD)(image)
+    eager = Predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD, *SIZES)(image)
     [(new_height, new_width)] = sizes
     assert max(new_height, new_width) <= 256 * MAX_ASPECT and min(new_height, new_width) == 256
     probabilities = load_predictor(exported_scratch)(image)
@@ -129,7 +130,7 @@ def test_odd_shapes_give_probabilities_and_a_bounded_resize(
 
 def test_an_elongated_photo_is_classified_from_the_same_middle_as_before(small_scratch_model):
     image = photo(4000, 400)  # 10:1, wider than MAX_ASPECT: cropped to 8:1 before resizing, same centre crop after
-    got = Predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD)(image)
+    got = Predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD, *SIZES)(image)
     assert (got - reference(small_scratch_model, image)).abs().max() < 1e-4
 
 
@@ -146,7 +147,7 @@ def test_the_predictor_preprocesses_like_the_eval_transform(small_scratch_model)
     transformed = get_transforms("landmarks", MEAN, STD)["eval"](image).unsqueeze(0)
     expected = torch.softmax(small_scratch_model(transformed), dim=1)
     pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).unsqueeze(0)
-    got = Predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD)(pixels)
+    got = Predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD, *SIZES)(pixels)
     assert (got - expected).abs().max() < 0.02, "only resampling differences (PIL vs torch) are allowed"
 
 
@@ -165,16 +166,16 @@ print(json.dumps({{"names": list(predictor.class_names), "sum": float(probabilit
 
 def test_export_writes_atomically_and_leaves_the_model_where_it_was(small_scratch_model, tmp_path):
     path = tmp_path / "exported.pt"
-    export_predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD, path)
+    export_predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD, path, *SIZES)
     assert [p.name for p in tmp_path.iterdir()] == ["exported.pt"]
     assert not small_scratch_model.training
 
 
 def test_the_transfer_predictor_exports_and_reloads(transfer_model, tmp_path):
     path = tmp_path / "transfer_exported.pt"
-    export_predictor(transfer_model, LANDMARK_NAMES, PRETRAINED_MEAN, PRETRAINED_STD, path)
+    export_predictor(transfer_model, LANDMARK_NAMES, PRETRAINED_MEAN, PRETRAINED_STD, path, *SIZES)
     reloaded = load_predictor(path)
-    eager = Predictor(transfer_model, LANDMARK_NAMES, PRETRAINED_MEAN, PRETRAINED_STD)
+    eager = Predictor(transfer_model, LANDMARK_NAMES, PRETRAINED_MEAN, PRETRAINED_STD, *SIZES)
     image = photo(600, 800)
     assert (reloaded(image) - eager(image)).abs().max() <= 1e-5
 
@@ -194,7 +195,7 @@ def test_the_transfer_predictor_exports_and_reloads(transfer_model, tmp_path):
      ({"std": [0.25, 0.0, 0.25]}, "std must be 3 finite numbers"), ({"mean": [0.5]}, "mean must be 3 finite numbers")],
 )  # fmt: skip
 def test_export_refuses_settings_that_make_no_sense_before_writing(change, words, small_scratch_model, tmp_path):
-    settings = {"class_names": LANDMARK_NAMES, "mean": MEAN, "std": STD, **change}
+    settings = {"class_names": LANDMARK_NAMES, "mean": MEAN, "std": STD, "image_size": 224, "resize_size": 256, **change}
     with pytest.raises(ValueError) as info:
         export_predictor(small_scratch_model, path=tmp_path / "exported.pt", **settings)
     assert words in str(info.value) and "\n" not in str(info.value)
@@ -220,10 +221,10 @@ def test_export_of_a_checkpoint_without_a_readable_run_record_is_one_line(tmp_pa
 
 def test_export_to_a_full_disk_is_one_line_and_keeps_the_previous_file(small_scratch_model, transfer_model, tiny_disk):
     path = tiny_disk / "exported.pt"
-    export_predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD, path)  # about 0.1 MB: fits
+    export_predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD, path, *SIZES)  # about 0.1 MB: fits
     before = path.read_bytes()
     with pytest.raises(WriteError) as info:
-        export_predictor(transfer_model, LANDMARK_NAMES, MEAN, STD, path)  # about 14 MB: does not
+        export_predictor(transfer_model, LANDMARK_NAMES, MEAN, STD, path, *SIZES)  # about 14 MB: does not
     assert "the disk is full" in str(info.value) and "\n" not in str(info.value)
     assert path.read_bytes() == before and os.listdir(tiny_disk) == ["exported.pt"], "no temporary file left"
     assert list(load_predictor(path).class_names) == LANDMARK_NAMES
