@@ -29,6 +29,7 @@ from src.optimization import get_loss, get_optimizer  # noqa: E402
 from src.train import main as train_main  # noqa: E402
 from src.transfer import PRETRAINED_MEAN, PRETRAINED_STD, build_model  # noqa: E402
 
+
 def seconds_per_epoch(args: argparse.Namespace, n_batches: int = 30) -> float:
     """Time n_batches training steps (after 3 warm-up steps) and scale to one epoch of train + validation."""
     transfer = args.model != "scratch"
