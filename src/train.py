@@ -60,6 +60,22 @@ from src.visualize import LivePlot
 IMPROVEMENT = 0.01  # a validation loss counts as a new best only if it is more than 1% below the best so far
 
 
+def is_improvement(valid_loss: float, best_loss: float) -> bool:
+    """Whether a validation loss is a new best worth saving: more than IMPROVEMENT below the best so far (smaller
+    wobbles are noise, and saving for them would keep the weights of an epoch that was no better)."""
+    return valid_loss < best_loss * (1 - IMPROVEMENT)
+
+
+def best_epoch(valid_losses: list[float]) -> int | None:
+    """The epoch (1-based) whose weights optimize() kept as the best, from the history's validation losses; None if
+    none was kept. Not always the epoch of the lowest loss: see is_improvement."""
+    best_loss, epoch = float("inf"), None
+    for number, valid_loss in enumerate(valid_losses, 1):
+        if is_improvement(valid_loss, best_loss):
+            best_loss, epoch = valid_loss, number
+    return epoch
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # One epoch
 
@@ -183,7 +199,7 @@ def optimize(
                 for key, value in zip(history, (train_loss, valid_loss, train_acc, valid_acc, lr)):
                     history[key].append(value)
 
-                improved = valid_loss < best_loss * (1 - IMPROVEMENT)
+                improved = is_improvement(valid_loss, best_loss)
                 if improved:
                     save_torch(model.state_dict(), save_path)
                     best_loss = valid_loss

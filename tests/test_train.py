@@ -17,7 +17,7 @@ from src.files import WriteError
 from src.model import MyModel
 from src.optimization import get_loss, get_optimizer, get_scheduler
 from src.transfer import get_model_transfer_learning
-from src.train import main, one_epoch_test, optimize, resume_path, train_one_epoch, valid_one_epoch
+from src.train import best_epoch, main, one_epoch_test, optimize, resume_path, train_one_epoch, valid_one_epoch
 from tests.conftest import small_model, tmpfs
 
 matplotlib.use("Agg")
@@ -94,6 +94,13 @@ def test_the_checkpoint_is_saved_at_each_new_minimum_and_never_overwritten_by_a_
     saved.load_state_dict(torch.load(save_path))
     assert weight_marker(saved) == 3
     assert history["valid_loss"] == [1.0, 0.995, 0.8, 0.9]
+    assert best_epoch(history["valid_loss"]) == 3, "the epoch whose weights the checkpoint holds"
+
+
+def test_best_epoch_is_the_last_saved_minimum_not_always_the_lowest_loss():
+    assert best_epoch([1.0, 0.8, 0.795]) == 2, "0.795 is lower, but not 1% below 0.8: epoch 2's weights are kept"
+    assert best_epoch([1.0, 0.8, 0.7]) == 3
+    assert best_epoch([float("nan")]) is None
 
 
 def test_history_has_one_entry_per_epoch_for_every_metric(loaders, tmp_path):
