@@ -69,6 +69,30 @@ def conv_layer_table(model: nn.Module, image_size: int, within: Sequence[nn.Modu
 # Hand-made filters
 
 
+def macs_per_stage(model: nn.Module, image_size: int) -> dict[str, int]:
+    """Multiply-accumulates of every convolution for one image_size x image_size image, summed per top-level part of
+    the model ("stem", "stages.0", ...): where a CNN spends its computation. A conv costs output pixels x kernel
+    height x kernel width x input channels / groups x output channels."""
+    totals: dict[str, int] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            part = ".".join(name.split(".")[:2]) if name.startswith("stages.") else name.split(".")[0]
+
+            def count(conv, _, out, part=part):
+                kernel = conv.kernel_size[0] * conv.kernel_size[1] * conv.in_channels // conv.groups
+                totals[part] = totals.get(part, 0) + out[0].numel() * kernel
+
+            hooks.append(module.register_forward_hook(count))
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size, device=device_of(model)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return totals
+
+
 def classic_kernels() -> dict[str, torch.Tensor]:
     """Four classic 3x3 kernels, name -> [3,3] float32: Sobel vertical and horizontal edges, a blur and a sharpen."""
     sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])  # left-right change: vertical edges
@@ -93,7 +117,9 @@ def apply_filters(image: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
 def plot_feature_maps(
     maps: torch.Tensor, titles: Sequence[str] | None = None, suptitle: str = "Feature maps", columns: int = 8
 ) -> plt.Figure:
-    """A grid of 2-D maps [K,H,W], each with its own gray scale (black = lowest, white = highest value)."""
+    """A grid of 2-D maps [K,H,W], each with its own gray scale. A map with negative values is scaled symmetrically,
+    so that mid-gray is 0 and black and white are equally strong responses of opposite sign; a map without them runs
+    from black at 0 to white at its highest value."""
     titles = titles if titles is not None else [f"channel {k}" for k in range(len(maps))]
     columns = min(columns, len(maps))
     rows = math.ceil(len(maps) / columns)
@@ -103,7 +129,11 @@ def plot_feature_maps(
     for ax in axes.flat:
         ax.axis("off")
     for ax, feature_map, title in zip(axes.flat, maps, titles):
-        ax.imshow(feature_map.detach().cpu().numpy(), cmap="gray")
+        values = feature_map.detach().cpu().float()
+        low, high = min(values.min().item(), 0.0), max(values.max().item(), 0.0)
+        if low < 0:  # symmetric: 0 is mid-gray
+            low, high = -max(-low, high), max(-low, high)
+        ax.imshow(values.numpy(), cmap="gray", vmin=low, vmax=high if high > low else low + 1)
         ax.set_title(title, fontsize=9)
     fig.suptitle(suptitle)
     return fig

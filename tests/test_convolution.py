@@ -13,6 +13,7 @@ from src.convolution import (
     feature_maps,
     first_conv,
     first_layer_filters,
+    macs_per_stage,
     plot_feature_maps,
 )
 from src.model import MyModel
@@ -141,3 +142,22 @@ def test_feature_maps_restore_training_mode():
     model = small_model().train()
     feature_maps(model, torch.randn(1, 3, 32, 32), model.stages[0])
     assert model.training
+
+
+def test_macs_per_stage_counts_every_convolution_once_per_output_value():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 2, 1))
+    assert macs_per_stage(model, 8) == {"0": 8 * 8 * 4 * (3 * 3 * 3), "1": 8 * 8 * 2 * 4}
+
+
+def test_mymodels_stages_each_cost_about_as_much_as_its_stem_at_224_px():
+    costs = macs_per_stage(MyModel(num_classes=50), 224)
+    assert list(costs) == ["stem", "stages.0", "stages.1", "stages.2", "stages.3"]
+    assert max(costs.values()) < 1.3 * min(costs.values()), costs  # 126, 116, 103, 103, 103 million
+
+
+def test_a_map_with_negative_values_is_drawn_with_0_as_mid_gray():
+    maps = torch.stack([torch.tensor([[-1.0, 3.0]]), torch.tensor([[0.5, 2.0]])])
+    fig = plot_feature_maps(maps)
+    edge, positive = (ax.images[0] for ax in fig.axes[:2])
+    assert edge.norm.vmin == -3.0 and edge.norm.vmax == 3.0
+    assert positive.norm.vmin == 0.0 and positive.norm.vmax == 2.0
