@@ -1,6 +1,7 @@
 """What a convolution computes, and what the network's convolutions learned.
 
     conv_output_size, conv_layer_table      the output-size and parameter formulas, checked against real layers
+    macs_per_stage                          where the computation goes: multiply-accumulates per part of the model
     classic_kernels, apply_filters          hand-made filters on a photo
     first_layer_filters, feature_maps       the learned filters and the maps they produce
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import matplotlib.pyplot as plt
 import torch
@@ -42,7 +43,7 @@ def conv_layer_table(model: nn.Module, image_size: int, within: Sequence[nn.Modu
     containers = list(within) if within is not None else [model]
     convs = {m for container in containers for m in container.modules() if isinstance(m, nn.Conv2d)}
     names = {module: name for name, module in model.named_modules()}
-    rows, handles = [], []
+    rows = []
 
     def record(conv: nn.Conv2d, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
         i, k, s, p = inputs[0].shape[-1], conv.kernel_size[0], conv.stride[0], conv.padding[0]
@@ -54,19 +55,8 @@ def conv_layer_table(model: nn.Module, image_size: int, within: Sequence[nn.Modu
         })  # fmt: skip
 
     # model.modules() order, so the hooks are registered, and the rows come out, in forward order for MyModel
-    for module in (m for m in model.modules() if m in convs):
-        handles.append(module.register_forward_hook(record))
-    try:
-        with eval_mode(model), torch.no_grad():
-            model(torch.zeros(1, 3, image_size, image_size, device=device_of(model)))
-    finally:
-        for handle in handles:
-            handle.remove()
+    _probe(model, image_size, [(module, record) for module in model.modules() if module in convs])
     return rows
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Hand-made filters
 
 
 def macs_per_stage(model: nn.Module, image_size: int) -> dict[str, int]:
@@ -74,23 +64,35 @@ def macs_per_stage(model: nn.Module, image_size: int) -> dict[str, int]:
     the model ("stem", "stages.0", ...): where a CNN spends its computation. A conv costs output pixels x kernel
     height x kernel width x input channels / groups x output channels."""
     totals: dict[str, int] = {}
+
+    def counter(part: str):
+        def count(conv: nn.Conv2d, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+            kernel = conv.kernel_size[0] * conv.kernel_size[1] * conv.in_channels // conv.groups
+            totals[part] = totals.get(part, 0) + output[0].numel() * kernel
+
+        return count
+
     hooks = []
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
-            part = ".".join(name.split(".")[:2]) if name.startswith("stages.") else name.split(".")[0]
+            hooks.append((module, counter(".".join(name.split(".")[:2 if name.startswith("stages.") else 1]))))
+    _probe(model, image_size, hooks)
+    return totals
 
-            def count(conv, _, out, part=part):
-                kernel = conv.kernel_size[0] * conv.kernel_size[1] * conv.in_channels // conv.groups
-                totals[part] = totals.get(part, 0) + out[0].numel() * kernel
 
-            hooks.append(module.register_forward_hook(count))
+def _probe(model: nn.Module, image_size: int, hooks: list[tuple[nn.Module, Callable]]) -> None:
+    """Run one blank [1,3,S,S] image through the model in eval mode with forward hooks (module, fn) attached."""
+    handles = [module.register_forward_hook(fn) for module, fn in hooks]
     try:
         with eval_mode(model), torch.no_grad():
             model(torch.zeros(1, 3, image_size, image_size, device=device_of(model)))
     finally:
-        for hook in hooks:
-            hook.remove()
-    return totals
+        for handle in handles:
+            handle.remove()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Hand-made filters
 
 
 def classic_kernels() -> dict[str, torch.Tensor]:
