@@ -47,6 +47,12 @@ def head_path(save_path: str | Path) -> Path:
     return save_path.with_name(save_path.stem + ".head.pt")
 
 
+def continues_a_run(save_path: str | Path, resume: bool) -> bool:
+    """Whether training at save_path continues a saved run (resume asked for, and its resume state is there); if not,
+    it is a new run, and keep_earlier_run must first move the earlier files out of its way."""
+    return resume and resume_path(save_path).is_file()
+
+
 def run_files(save_path: str | Path) -> list[Path]:
     """Every file a run saved at `save_path` may own (see the module docstring), whether or not it exists."""
     save_path = Path(save_path)
@@ -257,7 +263,7 @@ def start_or_resume(
     """How optimize() begins: {"epoch": epochs done, "best_loss", "history"}, from the resume state when resuming,
     else fresh, after the files of an earlier run at save_path were kept under a dated name."""
     state_file = resume_path(save_path)
-    if not (resume and state_file.exists()):
+    if not continues_a_run(save_path, resume):
         if resume:
             print(f"No interrupted run to resume ({state_file} not found): starting from epoch 1.")
         keep_earlier_run(save_path)

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from src.checkpoints import (
     ResumeError,
     check_save_folder,
+    continues_a_run,
     head_path,
     keep_earlier_run,
     resume_path,
@@ -245,7 +246,7 @@ def train_head_on_features(
     """
     save_path = Path(save_path)
     best_head = head_path(save_path)
-    if not (optimize_options.get("resume") and resume_path(best_head).is_file()):
+    if not continues_a_run(best_head, optimize_options.get("resume", False)):
         keep_earlier_run(save_path)  # a new run: also the earlier whole model at save_path is kept, not overwritten
     history = optimize(feature_loaders, model.head, optimizer, loss, n_epochs, best_head, **optimize_options)
     if best_head.is_file():
