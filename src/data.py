@@ -13,12 +13,11 @@ import functools
 import itertools
 import os
 import warnings
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets
@@ -42,6 +41,7 @@ from src.helpers import (
 )
 from src.images import load_rgb_image
 from src.landmarks import display_name
+from src.splits import balanced_subset, stratified_split
 from src.presets import (
     DATASETS,
     LANDMARK_IMAGE_SIZE,
@@ -170,31 +170,6 @@ def check_class_folders(root: Path, unreadable: set[Path] = frozenset()) -> list
         listing = f"{len(skipped)} link(s) or folder(s) that loop, dangle or cannot be read: {'; '.join(skipped)}"
         warnings.warn(f"Skipping {listing}", stacklevel=3)
     return classes["train"]
-
-
-def stratified_split(targets: Sequence[int], valid_size: float, seed: int = 42) -> tuple[list[int], list[int]]:
-    """(train indices, valid indices): `valid_size` of every class goes to valid. Deterministic for a seed."""
-    rng = np.random.default_rng(seed)  # a private generator: the split must not depend on global random state
-    targets = np.asarray(targets)
-    train, valid = [], []
-    for label in np.unique(targets):
-        indices = rng.permutation(np.flatnonzero(targets == label))
-        n_valid = round(valid_size * len(indices))
-        valid += indices[:n_valid].tolist()
-        train += indices[n_valid:].tolist()
-    return sorted(train), sorted(valid)
-
-
-def balanced_subset(indices: Sequence[int], targets: Sequence[int], limit: int, seed: int = 42) -> list[int]:
-    """At most `limit` of `indices`, taken round-robin over classes so every class is represented. limit<=0: all."""
-    indices = list(indices)
-    if limit <= 0 or len(indices) <= limit:
-        return indices
-    by_class = defaultdict(list)
-    for index in np.random.default_rng(seed).permutation(indices).tolist():
-        by_class[targets[index]].append(index)
-    round_robin = [i for group in itertools.zip_longest(*by_class.values()) for i in group if i is not None]
-    return sorted(round_robin[:limit])
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from torchvision.transforms import v2
 
 from src import download, presets
 from src.data import (
-    balanced_subset,
     base_dataset,
     dataset_summary,
     denormalize,
@@ -29,7 +28,6 @@ from src.data import (
     get_data_loaders,
     get_normalization,
     setup_env,
-    stratified_split,
     visualize_one_batch,
 )
 from src.helpers import CHECKPOINTS_DIR, DataError, dataset_stats
@@ -128,34 +126,6 @@ def test_validation_split_is_stratified_so_every_class_is_in_it(landmark_data):
     assert per_class == {label: round(0.2 * n) for label, n in enumerate(TRAIN_PER_CLASS)}
 
 
-def test_stratified_split_takes_valid_size_of_every_class():
-    targets = [0] * 10 + [1] * 10 + [2] * 10
-    train, valid = stratified_split(targets, valid_size=0.2, seed=0)
-    assert Counter(targets[i] for i in valid) == {0: 2, 1: 2, 2: 2}
-    assert Counter(targets[i] for i in train) == {0: 8, 1: 8, 2: 8}
-    assert sorted(train + valid) == list(range(30))
-
-
-def test_stratified_split_keeps_unequal_classes_in_proportion():
-    targets = [0] * 20 + [1] * 5
-    _, valid = stratified_split(targets, valid_size=0.2, seed=0)
-    assert Counter(targets[i] for i in valid) == {0: 4, 1: 1}
-
-
-def test_stratified_split_is_deterministic_for_a_seed_and_changes_with_it():
-    targets = [0] * 10 + [1] * 10 + [2] * 10
-    assert stratified_split(targets, 0.2, seed=1) == stratified_split(targets, 0.2, seed=1)
-    assert stratified_split(targets, 0.2, seed=1)[1] != stratified_split(targets, 0.2, seed=2)[1]
-
-
-def test_stratified_split_ignores_the_global_random_state():
-    targets = [0] * 10 + [1] * 10
-    np.random.seed(0)
-    first = stratified_split(targets, 0.2, seed=1)
-    np.random.seed(123)
-    assert stratified_split(targets, 0.2, seed=1) == first
-
-
 @pytest.mark.parametrize("valid_size", [0, 1, -0.1, 1.5, float("nan")])
 def test_valid_size_outside_0_1_is_rejected(landmark_data, valid_size):
     with pytest.raises(ValueError, match=r"valid_size must be (in \(0, 1\)|a finite number), got"):
@@ -218,25 +188,6 @@ def test_limit_keeps_every_class_represented(landmark_data):
     loaders = loaders_for_test(limit=N_CLASSES)
     for split in ("train", "valid", "test"):
         assert sorted(labels_of(loaders[split].dataset)) == list(range(N_CLASSES)), split
-
-
-def test_balanced_subset_with_limit_n_classes_picks_one_index_per_class():
-    targets = [0] * 10 + [1] * 10 + [2] * 10
-    chosen = balanced_subset(range(30), targets, limit=3, seed=0)
-    assert sorted(targets[i] for i in chosen) == [0, 1, 2]
-
-
-def test_balanced_subset_takes_an_equal_share_of_each_class():
-    targets = [0] * 50 + [1] * 10 + [2] * 10
-    chosen = balanced_subset(range(70), targets, limit=15, seed=0)
-    assert Counter(targets[i] for i in chosen) == {0: 5, 1: 5, 2: 5}
-    assert len(set(chosen)) == 15
-
-
-@pytest.mark.parametrize("limit", [0, -1])
-def test_limit_zero_or_negative_keeps_everything(limit):
-    targets = [0, 0, 1, 1, 2]
-    assert balanced_subset([4, 0, 2, 1, 3], targets, limit=limit) == [4, 0, 2, 1, 3]
 
 
 def test_no_limit_gives_the_full_splits(landmark_data):

@@ -13,10 +13,10 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = [  # bottom to top
     ("checks", "files", "recipe"),  # what every layer uses: option checks, atomic writes, the training settings
-    ("images", "landmarks", "helpers", "unpack", "download", "presets", "synthetic", "fashion_mnist", "data",
+    ("images", "landmarks", "helpers", "unpack", "download", "presets", "synthetic", "fashion_mnist", "splits", "data",
      "augment", "gpu_data"),  # data
     ("model", "transfer", "visualize", "convolution", "saliency"),  # models, and pictures of data and models
-    ("optimization", "checkpoints", "train", "experiments"),  # training
+    ("optimization", "checkpoints", "train", "train_cli", "experiments"),  # training
     ("exported", "predictor"),  # export
     ("predict", "app"),  # faces
 ]

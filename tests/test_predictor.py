@@ -26,7 +26,7 @@ from src.predictor import (
     predictor_test,
 )
 from src.presets import LANDMARK_IMAGE_SIZE, LANDMARK_RESIZE_SIZE, eval_resize_size, get_transforms
-from src.train import main as train_main
+from src.train_cli import main as train_main
 from src.transfer import PRETRAINED_MEAN, PRETRAINED_STD, get_model_transfer_learning
 from tests.conftest import LANDMARK_NAMES, tmpfs
 

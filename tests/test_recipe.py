@@ -6,7 +6,7 @@ import pytest
 
 from src import recipe
 from src.recipe import SCRATCH, TRANSFER, recipe_for, warmup_epochs
-from src.train import parse_args
+from src.train_cli import parse_args
 from src.transfer import build_model
 
 
