@@ -8,14 +8,19 @@ Everything a person can do to it ends in a message on the page, never a tracebac
 
 from __future__ import annotations
 
+import base64
 import html
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import ipywidgets as widgets
+from PIL import Image
 
 from src.exported import SCRATCH_EXPORT, TRANSFER_EXPORT, error_line, load_predictor, top_k, warm_up
+from src.helpers import DataError, class_folders, get_data_location, list_images
 from src.images import PhotoError, open_photo
+from src.results import RESULTS_MIME
 
 MODEL_CHOICES = {  # label in the dropdown -> exported file; the first one that exists is the default
     "Transfer learning (EfficientNet-Lite0)": TRANSFER_EXPORT,
@@ -41,6 +46,15 @@ def bar_chart_html(predictions: list[dict]) -> str:
         '<style>.place{color:#667;font-size:11px;display:block}</style>'
         '<div class="chart"><b>Most likely landmarks</b>' + "".join(rows) + "</div>"
     )
+
+
+def jpeg_thumbnail(image: Image.Image) -> bytes:
+    """The photo as a JPEG at most THUMBNAIL_SIZE px on its longest side."""
+    image = image.copy()
+    image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
 
 
 def message_html(text: str, kind: str = "error") -> str:
@@ -120,14 +134,63 @@ class LandmarkApp:
         try:
             image = open_photo(io.BytesIO(content), name)
             predictions = top_k(predictor, image, self.top_k.value)
-            image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-            buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=90)
+            thumbnail = jpeg_thumbnail(image)
         except PhotoError as err:
             return widgets.HTML(message_html(f"{err}. Please upload a photo (JPEG, PNG, ...)."))
         except Exception as err:  # noqa: BLE001 - the app must keep working whatever happens with one photo
             return widgets.HTML(message_html(f"{name}: could not classify this photo ({error_line(err)})."))
-        picture = widgets.Image(value=buffer.getvalue(), format="jpeg", layout=widgets.Layout(margin="0 16px 0 0"))
+        picture = widgets.Image(value=thumbnail, format="jpeg", layout=widgets.Layout(margin="0 16px 0 0"))
         caption = widgets.HTML(f"<b>{html.escape(name)}</b>")
         return widgets.HBox([widgets.VBox([caption, picture]), widgets.HTML(bar_chart_html(predictions))],
                             layout=widgets.Layout(margin="10px 0"))  # fmt: skip
+
+
+def prediction_gallery(photos: Sequence[Path], model_choices: dict[str, Path] | None = None, k: int = 5) -> str:
+    """The app's answer for each photo as static HTML (it survives a notebook's export to a web page, where widgets
+    do not react): the photo, then the top-k chart of every exported model that exists. A photo or a model that
+    cannot be used gets its one-line message instead."""
+    choices = {label: Path(path) for label, path in (model_choices or MODEL_CHOICES).items() if Path(path).is_file()}
+    predictors = {}
+    for label, path in choices.items():
+        try:
+            predictors[label] = load_predictor(path)
+        except Exception as err:  # noqa: BLE001 - a broken model file is a message, the other model still answers
+            predictors[label] = error_line(err)
+    rows = []
+    for photo in photos:
+        try:
+            image = open_photo(photo)
+        except PhotoError as err:
+            rows.append(message_html(str(err)))
+            continue
+        picture = base64.b64encode(jpeg_thumbnail(image)).decode()
+        cells = [f'<div><b>{html.escape(Path(photo).name)}</b><br><img src="data:image/jpeg;base64,{picture}"></div>']
+        for label, predictor in predictors.items():
+            answer = message_html(predictor) if isinstance(predictor, str) else bar_chart_html(top_k(predictor, image, k))
+            cells.append(f"<div style='margin-left:16px'><i>{html.escape(label)}</i>{answer}</div>")
+        rows.append(f"<div style='display:flex;margin:12px 0'>{''.join(cells)}</div>")
+    return "".join(rows) or message_html("No photos to show.", "info")
+
+
+def held_out_photos(n: int = 4) -> list[Path]:
+    """Held-out photos for the gallery: the first test photo of n landmarks spread over the classes (none without
+    the dataset)."""
+    try:
+        folders = class_folders(get_data_location() / "test")
+    except (DataError, OSError):
+        return []
+    chosen = folders[:: max(1, len(folders) // n)][:n]
+    return [images[0] for images in (sorted(list_images(folder)[0]) for folder in chosen) if images]
+
+
+def show_gallery(photos: Sequence[Path], k: int = 5) -> None:
+    """Display prediction_gallery in a notebook, with a record of what it showed for src/report.py's summary."""
+    from IPython.display import display
+
+    models = [label for label, path in MODEL_CHOICES.items() if path.is_file()]
+    record = {"kind": "app", "photos": len(photos), "models": models, "top_k": k}
+    gallery = prediction_gallery(photos, k=k) if photos else message_html(
+        f"No test photos in {get_data_location()}/test: the gallery shows held-out photos of the dataset.", "info"
+    )  # fmt: skip
+    display({"text/html": f"<div id='results-app'>{gallery}</div>", "text/plain": str(record), RESULTS_MIME: record},
+            raw=True)  # fmt: skip

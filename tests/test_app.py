@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import src.app as app_module
-from src.app import LandmarkApp, bar_chart_html
+from src.app import LandmarkApp, bar_chart_html, held_out_photos, prediction_gallery
 from src.exported import load_predictor, top_k
 from src.files import quiet_torchscript
 from src.images import open_photo
@@ -49,6 +49,44 @@ def app(exported_scratch):
 
 def expected_top(exported: Path, content: bytes, k: int = 5) -> list[dict]:
     return top_k(load_predictor(exported), open_photo(io.BytesIO(content)), k)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The static gallery (what app.ipynb shows in its saved web page)
+
+
+def test_the_gallery_shows_each_photo_with_each_models_top_k_chart(exported_scratch, tmp_path):
+    photos = []
+    for seed in range(2):
+        photos.append(tmp_path / f"photo{seed}.jpg")
+        photos[-1].write_bytes(jpeg_bytes(seed))
+    page = prediction_gallery(photos, {"From scratch (MyModel)": exported_scratch, "Missing": tmp_path / "no.pt"}, k=3)
+    assert page.count("data:image/jpeg;base64,") == 2, "each photo is embedded in the page itself"
+    assert page.count(bar_chart_html(expected_top(exported_scratch, jpeg_bytes(0), 3))) == 1
+    assert page.count(bar_chart_html(expected_top(exported_scratch, jpeg_bytes(1), 3))) == 1
+    assert "Missing" not in page, "models that were not exported are left out"
+
+
+def test_the_gallery_gives_a_bad_photo_or_a_broken_model_one_line_and_goes_on(exported_scratch, tmp_path):
+    (tmp_path / "bad.jpg").write_bytes(b"not a photo")
+    (tmp_path / "good.jpg").write_bytes(jpeg_bytes(0))
+    (tmp_path / "broken.pt").write_bytes(b"not a model")
+    choices = {"Broken": tmp_path / "broken.pt", "From scratch (MyModel)": exported_scratch}
+    page = prediction_gallery([tmp_path / "bad.jpg", tmp_path / "good.jpg"], choices)
+    assert page.count('class="error"') == 2, "one line for the photo, one for the model"
+    assert "bad.jpg" in page and page.count("data:image/jpeg;base64,") == 1
+    assert page.count('class="chart"') == 1, "the working model still answers"
+
+
+def test_held_out_photos_are_test_photos_of_different_landmarks(landmark_data):
+    photos = held_out_photos(2)
+    assert len(photos) == 2 and all(photo.parent.parent == landmark_data / "test" for photo in photos)
+    assert len({photo.parent for photo in photos}) == 2
+
+
+def test_held_out_photos_without_the_dataset_are_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANDMARK_DATA", str(tmp_path / "missing"))
+    assert held_out_photos(4) == []
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ LAYERS = [  # bottom to top
      "augment", "gpu_data"),  # data
     ("model", "transfer", "visualize", "convolution", "saliency"),  # models, and pictures of data and models
     ("optimization", "checkpoints", "train", "train_cli", "experiments"),  # training
-    ("exported", "predictor"),  # export
-    ("predict", "app"),  # faces
+    ("exported", "predictor", "results"),  # export
+    ("predict", "app", "report"),  # faces
 ]
 LAYER_OF = {module: level for level, modules in enumerate(LAYERS) for module in modules}
 

@@ -7,14 +7,12 @@ the models the other two export. Under a minute per notebook on a 2-core laptop.
 
 import os
 import re
-import time
 from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
 
+from src.report import run_notebook
 from src.synthetic import make_synthetic_dataset
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -57,17 +55,7 @@ def executed(tmp_path_factory) -> dict[str, tuple[nbformat.NotebookNode | None, 
         if not (PROJECT / name).is_file():
             results[name] = None, f"{name} is missing from {PROJECT}", 0.0
             continue
-        notebook = nbformat.read(PROJECT / name, as_version=4)
-        client = NotebookClient(
-            notebook, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(PROJECT)}}
-        )
-        start = time.perf_counter()
-        try:
-            client.execute(env=env)
-            error = None
-        except CellExecutionError as err:
-            error = str(err)
-        results[name] = notebook, error, time.perf_counter() - start
+        results[name] = run_notebook(PROJECT / name, env=env, timeout=CELL_TIMEOUT)
     return results
 
 
