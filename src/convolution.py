@@ -1,6 +1,7 @@
 """What a convolution computes, and what the network's convolutions learned.
 
     conv_output_size, conv_layer_table      the output-size and parameter formulas, checked against real layers
+                                            (convolutions and pooling)
     macs_per_stage                          where the computation goes: multiply-accumulates per part of the model
     classic_kernels, apply_filters          hand-made filters on a photo
     first_layer_filters, feature_maps       the learned filters and the maps they produce
@@ -34,29 +35,40 @@ def conv_output_size(i: int, k: int, s: int = 1, p: int = 0) -> int:
     return (i + 2 * p - k) // s + 1
 
 
-def conv_layer_table(model: nn.Module, image_size: int, within: Sequence[nn.Module] | None = None) -> list[dict]:
-    """One row per nn.Conv2d (inside `within`, default the whole model), from a forward pass of a [1,3,S,S] image.
+POOLING = (nn.MaxPool2d, nn.AvgPool2d)  # fixed-window pooling: the output-size formula holds, and there are no weights
 
-    Each row holds the layer's name, channels in/out, kernel k, stride s, padding p, input size i (px), the output
-    size from the formula and from the real layer, and the parameter count from n_p = n_k(c*k^2 + 1) and from numel.
+
+def conv_layer_table(model: nn.Module, image_size: int, within: Sequence[nn.Module] | None = None) -> list[dict]:
+    """One row per nn.Conv2d, nn.MaxPool2d and nn.AvgPool2d (inside `within`, default the whole model), in the order
+    they run in a forward pass of a [1,3,S,S] image.
+
+    Each row holds the layer's name and type, channels in/out, kernel k, stride s, padding p, input size i (px), the
+    output size from the formula and from the real layer, and the parameter count from the formula and from numel:
+    n_p = n_k(c*k^2 + 1) for a convolution (without the +1 when it has no bias), 0 for pooling.
     """
     containers = list(within) if within is not None else [model]
-    convs = {m for container in containers for m in container.modules() if isinstance(m, nn.Conv2d)}
+    layers = {m for container in containers for m in container.modules() if isinstance(m, (nn.Conv2d, *POOLING))}
     names = {module: name for name, module in model.named_modules()}
     rows = []
 
-    def record(conv: nn.Conv2d, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
-        i, k, s, p = inputs[0].shape[-1], conv.kernel_size[0], conv.stride[0], conv.padding[0]
+    def record(layer: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+        i, c_in, c_out = inputs[0].shape[-1], inputs[0].shape[1], output.shape[1]
+        k, s, p = (first_axis(value) for value in (layer.kernel_size, layer.stride, layer.padding))
+        is_conv = isinstance(layer, nn.Conv2d)
         rows.append({
-            "layer": names[conv], "c_in": conv.in_channels, "c_out": conv.out_channels, "k": k, "s": s, "p": p,
+            "layer": names[layer], "type": type(layer).__name__, "c_in": c_in, "c_out": c_out, "k": k, "s": s, "p": p,
             "i": i, "o (formula)": conv_output_size(i, k, s, p), "o (real)": output.shape[-1],
-            "params (formula)": conv_parameter_count(conv.in_channels, conv.out_channels, k, conv.bias is not None),
-            "params (real)": sum(param.numel() for param in conv.parameters()),
+            "params (formula)": conv_parameter_count(c_in, c_out, k, layer.bias is not None) if is_conv else 0,
+            "params (real)": sum(param.numel() for param in layer.parameters()),
         })  # fmt: skip
 
-    # model.modules() order, so the hooks are registered, and the rows come out, in forward order for MyModel
-    _probe(model, image_size, [(module, record) for module in model.modules() if module in convs])
+    _probe(model, image_size, [(module, record) for module in model.modules() if module in layers])
     return rows
+
+
+def first_axis(value: int | tuple[int, ...]) -> int:
+    """A layer's kernel size, stride or padding along the first axis (pooling layers may store a plain int)."""
+    return value if isinstance(value, int) else value[0]
 
 
 def macs_per_stage(model: nn.Module, image_size: int) -> dict[str, int]:

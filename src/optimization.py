@@ -14,8 +14,8 @@ SCHEDULERS = ("plateau", "cosine")
 def get_loss(label_smoothing: float = 0.0) -> nn.CrossEntropyLoss:
     """Return the cross-entropy loss for multi-class classification from raw logits.
 
-    label_smoothing > 0 trains towards (1 - label_smoothing) on the true class instead of 1,
-    which discourages over-confident predictions.
+    label_smoothing = e > 0 trains towards 1 - e + e/N on the true class instead of 1 (and e/N on each of the
+    N - 1 others): the target mixes the one-hot label with a uniform one, which discourages over-confident predictions.
     """
     return nn.CrossEntropyLoss(label_smoothing=check_fraction(label_smoothing, "label_smoothing"))
 

@@ -21,7 +21,7 @@ class Recipe:
     weight_decay: float = 0.05  # AdamW shrinks each weight by lr * weight_decay of itself per step
     momentum: float = 0.9  # SGD only
     scheduler: str = "cosine"  # linear warm-up (warmup_epochs), then a cosine down to 0 at the last epoch
-    label_smoothing: float = 0.1  # train towards 0.9 on the true class instead of 1: less over-confident
+    label_smoothing: float = 0.1  # target 0.9 + 0.1/N on the true class, 0.1/N on the others: less over-confident
     batch_size: int = 64  # photos per gradient step
     backbone_lr_factor: float = 0.1  # fine-tuning: pretrained layers learn at a tenth of the head's rate
 

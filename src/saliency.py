@@ -1,5 +1,6 @@
 """Which input pixels a prediction depends on: effective receptive fields and Grad-CAM.
 
+    theoretical_receptive_field             which input pixels a deep feature can depend on
     effective_receptive_field, erf_radius   which input pixels a deep feature actually depends on
     grad_cam, explain_predictions           which image regions a class score depends on
     correct_and_wrong                       right and wrong predictions to explain
@@ -19,12 +20,33 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from src.convolution import device_of, eval_mode
+from src.convolution import POOLING, device_of, eval_mode, first_axis
 from src.data import denormalize
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Effective receptive field
+# Receptive fields: theoretical and effective
+
+
+def theoretical_receptive_field(model: nn.Module, parallel: Sequence[str] = ("shortcut", "downsample")) -> int:
+    """Side (px) of the square of input pixels that one pixel of the model's last feature map can depend on (for
+    MyModel: the map that enters global average pooling, as in effective_receptive_field).
+
+    The recurrence over the Conv2d, MaxPool2d and AvgPool2d layers in registration order (forward order for sequential
+    models and MyModel), from r = 1, j = 1 (one input pixel; neighbouring pixels 1 px apart):
+        r_out = r_in + (k - 1) * j_in,    j_out = j_in * s
+    k: kernel size (d * (k - 1) + 1 with dilation d), s: stride, j: the distance in input pixels between neighbouring
+    pixels of the current map. Padding does not change it. Layers inside a module named in `parallel` are skipped: a
+    residual block's shortcut runs beside its main branch and sees a subset of what that branch sees. The layers are
+    taken as square (their first axis is used).
+    """
+    r, j = 1, 1
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, *POOLING)) and not set(name.split(".")) & set(parallel):
+            k, s = first_axis(module.kernel_size), first_axis(module.stride)
+            k = first_axis(getattr(module, "dilation", 1)) * (k - 1) + 1
+            r, j = r + (k - 1) * j, j * s
+    return r
 
 
 def effective_receptive_field(

@@ -17,6 +17,7 @@ from src.convolution import (
     plot_feature_maps,
 )
 from src.model import MyModel
+from src.transfer import build_model
 
 
 def assert_titled(fig: plt.Figure) -> None:
@@ -47,15 +48,31 @@ def test_conv_output_size_matches_nn_conv2d(i, k, s, p):
 def test_conv_layer_table_formulas_agree_with_the_real_layers():
     model = small_model().train()
     rows = conv_layer_table(model, 64, within=[model.stem, model.stages[0]])
-    assert [row["layer"] for row in rows] == [
-        "stem.0.0", "stem.1.0", "stages.0.0.conv1", "stages.0.0.conv2"
+    assert [(row["layer"], row["type"]) for row in rows] == [
+        ("stem.0.0", "Conv2d"), ("stem.1.0", "Conv2d"), ("stem.2", "MaxPool2d"),
+        ("stages.0.0.conv1", "Conv2d"), ("stages.0.0.conv2", "Conv2d"),
     ]  # fmt: skip
-    assert [row["i"] for row in rows] == [64, 32, 16, 16]  # the stem halves twice (stride-2 conv, then max-pool)
+    assert [row["i"] for row in rows] == [64, 32, 32, 16, 16]  # the stem halves twice (stride-2 conv, then max-pool)
     for row in rows:
         assert row["o (formula)"] == row["o (real)"]
         assert row["params (formula)"] == row["params (real)"]
+    assert rows[2]["params (real)"] == 0 and rows[2]["c_in"] == rows[2]["c_out"] == 8  # pooling: no weights
     assert model.training  # the forward pass ran in eval mode, and the mode was restored
-    assert len(conv_layer_table(model, 64)) == 7  # whole model: 2 stem + 2 x 2 block convs + 1 projection shortcut
+    # whole model: 2 stem convs + the max-pool + 2 x 2 block convs + 1 projection shortcut (global pooling is adaptive)
+    assert len(conv_layer_table(model, 64)) == 8
+
+
+def test_conv_layer_table_counts_a_bias_and_pools_of_both_kinds():
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 4, kernel_size=3),
+        nn.AvgPool2d(2),
+    )  # fmt: skip
+    rows = conv_layer_table(model, 8)
+    assert [row["type"] for row in rows] == ["Conv2d", "MaxPool2d", "Conv2d", "AvgPool2d"]
+    assert [row["o (real)"] for row in rows] == [8, 4, 2, 1]  # "same" padding keeps 8 px, "valid" loses k - 1 = 2
+    assert [row["params (formula)"] for row in rows] == [8 * (3 * 9 + 1), 0, 4 * (8 * 9 + 1), 0]  # the +1: a bias
+    assert all(row["params (formula)"] == row["params (real)"] for row in rows)
+    assert all(row["o (formula)"] == row["o (real)"] for row in rows)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -153,6 +170,14 @@ def test_mymodels_stages_each_cost_about_as_much_as_its_stem_at_224_px():
     costs = macs_per_stage(MyModel(num_classes=50), 224)
     assert list(costs) == ["stem", "stages.0", "stages.1", "stages.2", "stages.3"]
     assert max(costs.values()) < 1.3 * min(costs.values()), costs  # 126, 116, 103, 103, 103 million
+
+
+def test_mymodel_at_64_px_costs_about_as_much_per_image_as_at_224_px():
+    """cnn_from_scratch.ipynb says so of its MLP-vs-CNN experiment: at 64 px build_model keeps the stem at stride 1, so
+    the stages run on 64 x 64 instead of 56 x 56 pixels (595 against 550 million MACs)."""
+    small, photo = (sum(macs_per_stage(build_model("scratch", 50, size), size).values()) for size in (64, 224))
+    assert build_model("scratch", 50, 64).stem[0][0].stride == (1, 1)
+    assert (round(small / 1e6), round(photo / 1e6)) == (595, 550)
 
 
 def test_a_map_with_negative_values_is_drawn_with_0_as_mid_gray():

@@ -13,8 +13,60 @@ from src.saliency import (
     grad_cam,
     plot_grad_cam,
     plot_receptive_fields,
+    theoretical_receptive_field,
 )
+from src.model import MyModel
 from tests.test_convolution import assert_titled, small_model
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Theoretical receptive field
+
+
+@pytest.mark.parametrize(
+    "layers, expected",
+    [
+        ([nn.Conv2d(1, 1, 3)], 3),
+        ([nn.Conv2d(1, 1, 3), nn.Conv2d(1, 1, 3)], 5),  # 3 + (3 - 1) * 1
+        ([nn.Conv2d(1, 1, 3, stride=2), nn.Conv2d(1, 1, 3)], 7),  # 3 + (3 - 1) * 2: the stride doubles the step
+        ([nn.Conv2d(1, 1, 3), nn.MaxPool2d(2), nn.Conv2d(1, 1, 3)], 8),  # 3, 3 + 1 * 1 = 4, 4 + 2 * 2
+        ([nn.AvgPool2d(2), nn.AvgPool2d(2)], 4),  # 2, 2 + 1 * 2
+        ([nn.Conv2d(1, 1, 3, dilation=2)], 5),  # a dilated 3x3 spans 5 px
+        ([nn.Conv2d(1, 1, 5, padding=2), nn.ReLU(), nn.BatchNorm2d(1)], 5),  # padding and other layers change nothing
+    ],
+)
+def test_theoretical_receptive_field_of_small_nets(layers, expected):
+    assert theoretical_receptive_field(nn.Sequential(*layers)) == expected
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        [nn.Conv2d(1, 1, 3), nn.Conv2d(1, 1, 3)],
+        [nn.Conv2d(1, 1, 3, stride=2), nn.AvgPool2d(2), nn.Conv2d(1, 1, 5), nn.Conv2d(1, 1, 3, stride=2, dilation=2)],
+    ],
+)
+def test_theoretical_receptive_field_is_what_the_gradient_reaches_in_a_linear_net(layers):
+    net = nn.Sequential(*layers)
+    for module in net:
+        if isinstance(module, nn.Conv2d):
+            nn.init.ones_(module.weight)  # all-positive weights and no ReLU: every path adds, none cancels
+    image = torch.zeros(1, 1, 64, 64, requires_grad=True)
+    output = net(image)
+    output[0, 0, output.shape[2] // 2, output.shape[3] // 2].backward()
+    rows, columns = torch.nonzero(image.grad[0, 0], as_tuple=True)
+    reached = theoretical_receptive_field(net)
+    assert rows.max() - rows.min() + 1 == columns.max() - columns.min() + 1 == reached
+
+
+def test_theoretical_receptive_field_of_mymodel_skips_the_shortcuts():
+    assert theoretical_receptive_field(small_model()) == 49
+    # for 224 px: stem 3, 7, then the max-pool 9 at a step of 4 px; stage 0 adds 4 convs of 3x3 at that step; each later
+    # stage one at the previous step (its stride-2 conv1), then 3 at the doubled step
+    stages = 4 * 2 * 4 + (2 * 4 + 3 * 2 * 8) + (2 * 8 + 3 * 2 * 16) + (2 * 16 + 3 * 2 * 32)
+    assert theoretical_receptive_field(MyModel(num_classes=50)) == 9 + stages == 433
+    # the 1x1 stride-2 shortcuts run beside the main branch: counted in a chain, they would double the step again
+    assert theoretical_receptive_field(MyModel(num_classes=50), parallel=()) > 433
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -33,6 +85,8 @@ def test_effective_receptive_field_is_centred_and_finite():
         assert corner.max() < 1e-6
     # most of the gradient lies within 16 px of the centre: Gaussian-like, not uniform over the field
     assert erf[16:48, 16:48].sum() > 0.8 * erf.sum()
+    rows, columns = torch.nonzero(erf, as_tuple=True)  # the effective field lies within the theoretical one
+    assert max(rows.max() - rows.min(), columns.max() - columns.min()) + 1 <= theoretical_receptive_field(model)
 
 
 def test_effective_receptive_field_of_a_chosen_layer_is_smaller():
