@@ -151,3 +151,30 @@ class MLPBaseline(nn.Module):
             size = self.image_size
             raise ValueError(f"MLPBaseline expects images [B, 3, {size}, {size}], got {list(x.shape)}")
         return self.layers(x)
+
+
+class PlainCNN(nn.Module):
+    """The course's plain CNN, the ablation MyModel is measured against: what BatchNorm, residual blocks and global
+    average pooling buy, and what they cost.
+
+    [B, 3, S, S] -> per width: conv3x3 -> ReLU -> max-pool 2 (halves the side) -> flatten -> dropout -> linear
+    -> [B, num_classes]. The linear layer has one weight per value of the last feature map (widths[-1] x s x s,
+    s = S // 2**len(widths)), so unlike MyModel's it grows with the image, and it fits only images of that size.
+    """
+
+    def __init__(self, num_classes: int, image_size: int, widths: tuple[int, ...] = (16, 32, 64), dropout: float = 0.5):
+        super().__init__()
+        check_int(num_classes, 1, "num_classes")
+        check_fraction(dropout, "dropout")
+        side = image_size // 2 ** len(widths)
+        if side < 1:
+            raise ValueError(f"{len(widths)} max-pools need images of at least {2 ** len(widths)} px, got {image_size}")
+        layers: list[nn.Module] = []
+        for in_channels, out_channels in zip((3, *widths), widths):
+            layers += [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+                       nn.MaxPool2d(2)]  # fmt: skip
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(widths[-1] * side**2, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

@@ -13,6 +13,7 @@ PASS or FAIL and a link to where it is shown; the figures are the ones the noteb
 from __future__ import annotations
 
 import html
+import logging
 import os
 import re
 import sys
@@ -197,8 +198,15 @@ def combined(runs: dict[str, tuple[nbformat.NotebookNode, str | None, float]], s
     return report
 
 
+QUIET = logging.getLogger("src.report.html")
+# nbconvert warns "Alternative text is missing on N image(s)" for every matplotlib figure (it adds a generic alt text
+# itself): a warning no reader of the report can act on.
+QUIET.setLevel(logging.ERROR)
+
+
 def write_html(notebook: nbformat.NotebookNode, path: Path) -> None:
-    page, _ = HTMLExporter(template_name="lab").from_notebook_node(notebook)
+    """The notebook as one self-contained HTML page (plots embedded), written atomically."""
+    page, _ = HTMLExporter(template_name="lab", log=QUIET).from_notebook_node(notebook)
     write_atomically(path, page.encode())
 
 

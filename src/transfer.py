@@ -204,3 +204,4 @@ def build_model(
         # Small images (Fashion-MNIST, 28 px) keep their resolution in the stem; photos are downsampled 4x first.
         return MyModel(num_classes=n_classes, dropout=dropout, stem_stride=1 if image_size <= 64 else 4)
     return get_model_transfer_learning(name, n_classes=n_classes, fine_tune=fine_tune, dropout=dropout)
+

@@ -1,7 +1,8 @@
 """Teaching visualizations of the data, the training and the results.
 
     plot_class_counts, image_sizes, ...     the dataset and its augmentation
-    plot_histories, LivePlot                training curves: several models side by side, or one run as it trains
+    plot_histories, LivePlot                training curves: several runs side by side or one after the other, or one
+                                            run as it trains
     plot_top_classes, plot_test_accuracies  a model's guesses for one photo; test accuracies of several models
     format_table                            rows of values as a plain-text table
 
@@ -94,25 +95,38 @@ def plot_augmentations(image: Image.Image, transform, mean: torch.Tensor, std: t
 
 
 def plot_histories(
-    histories: Mapping[str, Mapping[str, Sequence[float]]], metric: str = "valid_accuracy"
+    histories: Mapping[str, Mapping[str, Sequence[float]] | None],
+    metrics: str | Sequence[str] = "valid_accuracy",
+    consecutive: bool = False,
 ) -> plt.Figure:
-    """One curve per model (name -> history from src.train.optimize) of a per-epoch metric, e.g. "valid_loss"."""
-    fig, ax = plt.subplots(figsize=(6, 3.8), layout="constrained")
-    draw_curves(ax, {name: history[metric] for name, history in histories.items()}, metric)
+    """One panel per per-epoch metric (e.g. "valid_loss", "valid_accuracy", "lr"), one curve per run (name -> history
+    from src.train.optimize; None or no epochs: a skipped run, not drawn). consecutive: the runs followed one another
+    (training stages), so each curve starts after the previous run's last epoch."""
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    ran = {name: history for name, history in histories.items() if history and history[metrics[0]]}
+    starts = np.cumsum([1, *(len(history[metrics[0]]) for history in ran.values())]).tolist() if consecutive else []
+    fig, axes = plt.subplots(1, len(metrics), figsize=(1 + 5 * len(metrics), 3.8), layout="constrained", squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        draw_curves(ax, {name: history[metric] for name, history in ran.items()}, metric, dict(zip(ran, starts)))
     return fig
 
 
-def draw_curves(ax: plt.Axes, curves: Mapping[str, Sequence[float]], metric: str) -> None:
+def draw_curves(
+    ax: plt.Axes, curves: Mapping[str, Sequence[float]], metric: str, first_epochs: Mapping[str, int] | None = None
+) -> None:
     """One line per entry (label -> per-epoch values) of a metric such as "valid_loss" or "accuracy" on ax, with
-    title, axis labels and legend; accuracies (fractions) are drawn in percent."""
+    title, axis labels and legend; accuracies (fractions) are drawn in percent. first_epochs: the epoch number of a
+    curve's first value (label -> number; default 1)."""
     accuracy = metric.endswith("accuracy")
-    label = metric.replace("valid_", "validation_").replace("_", " ")
+    label = "learning rate" if metric == "lr" else metric.replace("valid_", "validation_").replace("_", " ")
     for name, values in curves.items():
         values = np.asarray(values) * (100 if accuracy else 1)
-        ax.plot(range(1, len(values) + 1), values, "o-", label=name)
+        first = (first_epochs or {}).get(name, 1)
+        ax.plot(range(first, first + len(values)), values, "o-", label=name)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set(title=f"{label.capitalize()} per epoch", xlabel="epoch", ylabel=label + (" (%)" if accuracy else ""))
-    ax.legend()
+    if curves:  # a legend without lines would warn
+        ax.legend()
 
 
 class LivePlot:
@@ -191,3 +205,4 @@ def format_table(rows: Sequence[Mapping[str, object]]) -> str:
     widths = [max(len(c), *(len(r[j]) for r in cells)) for j, c in enumerate(columns)]
     lines = [columns, *cells]
     return "\n".join("  ".join(value.rjust(w) for value, w in zip(line, widths)) for line in lines)
+

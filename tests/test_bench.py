@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_fashion_mnist import requires_fashion_mnist
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -23,6 +25,9 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
         ("loader_speed.py", ["--images", "50", "--classes", "5", "--workers", "1"],
          ["(a) course style", "(b) course style", "(c) src.data training loader"]),
         ("predict_latency.py", ["--runs", "2"], ["from scratch (MyModel)", "after loading and warm_up"]),
+        pytest.param("schedulers.py", ["--limit", "20", "--epochs", "2"],
+                     ["MyModel, plateau", "MyModel, cosine", "PlainCNN, plateau", "PlainCNN, cosine", "2 epochs"],
+                     marks=requires_fashion_mnist),
     ],
 )  # fmt: skip
 def test_each_benchmark_runs_and_prints_its_figures(script, options, figures):

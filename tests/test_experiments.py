@@ -1,5 +1,5 @@
-"""Specification of src/experiments.py: comparing models trained the same way, and fine-tuning that is kept only when
-it lowers the validation loss."""
+"""Specification of src/experiments.py: comparing models, and learning-rate schedules, trained the same way; and
+fine-tuning that is kept only when it lowers the validation loss."""
 
 import math
 
@@ -9,9 +9,10 @@ import torch
 
 from src import experiments, train
 from src.data import get_data_loaders
-from src.experiments import compare_models, comparison_table, fine_tune
+from src.experiments import compare_models, compare_schedulers, comparison_table, fine_tune, summary_rows
 from src.model import MLPBaseline, count_parameters
 from src.optimization import get_loss
+from src.visualize import format_table
 from tests.conftest import small_model
 from tests.test_train import scripted_run_epoch, weight_marker
 
@@ -66,8 +67,65 @@ def test_comparison_table_lists_parameters_and_best_validation_accuracy():
     assert cnn.split() == ["CNN", f"{count_parameters(candidates['CNN']):,}", "75.0%"]
 
 
+def test_compare_models_starts_every_candidate_from_the_same_random_state(loaders):
+    # two identical models: the same batches in the same order and the same dropout give the same history
+    histories = compare_models({"first": small_model(), "second": small_model()}, loaders, 2, lr=1e-3, device=CPU)
+    assert histories["first"] == histories["second"]
+
+
 # ----------------------------------------------------------------------------------------------------------------------
-# Fine-tuning
+# Comparing learning-rate schedules
+
+
+def test_compare_schedulers_trains_a_copy_with_each_schedule_and_records_its_rates(loaders):
+    model = small_model()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    histories = compare_schedulers(model, loaders, 3, lr=1e-2, device=CPU)
+    assert list(histories) == ["plateau", "cosine"], "the course's schedule, then the recipe's"
+    # plateau: the full rate until the validation loss stalls for 5 epochs; cosine: 1 warm-up epoch at half the rate,
+    # then the full rate, then down the cosine (half-way after 1 of its 2 epochs)
+    assert histories["plateau"]["lr"] == pytest.approx([1e-2, 1e-2, 1e-2])
+    assert histories["cosine"]["lr"] == pytest.approx([5e-3, 1e-2, 5e-3])
+    for history in histories.values():
+        assert len(history["valid_loss"]) == 3 and all(math.isfinite(v) for v in history["valid_loss"])
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items()), "model is not changed"
+
+
+def test_compare_schedulers_runs_differ_only_in_the_schedule(loaders):
+    # one epoch: both schedules train at the full rate (no warm-up in a 1-epoch run), so from the same weights, with
+    # the same batches in the same order and the same dropout, the two runs are identical
+    histories = compare_schedulers(small_model(), loaders, 1, lr=1e-2, device=CPU)
+    assert histories["plateau"] == histories["cosine"]
+    assert histories["cosine"]["lr"] == [1e-2]
+
+
+def test_compare_schedulers_keeps_its_checkpoints_in_the_given_folder_only(loaders, tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "temporary"))
+    (tmp_path / "temporary").mkdir()
+    compare_schedulers(small_model(), loaders, 1, lr=1e-3, schedulers=["cosine"], device=CPU)
+    assert list((tmp_path / "temporary").iterdir()) == [], "without a folder, the checkpoints are deleted"
+    compare_schedulers(small_model(), loaders, 1, lr=1e-3, folder=tmp_path / "runs", device=CPU)
+    assert {"plateau.pt", "cosine.pt"} <= {path.name for path in (tmp_path / "runs").iterdir()}
+
+
+@pytest.mark.parametrize("schedulers", [["plateau", "step"], []])
+def test_compare_schedulers_refuses_unknown_schedules_before_training(loaders, schedulers):
+    model = small_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="schedulers must be some of plateau, cosine"):
+        compare_schedulers(model, loaders, 2, lr=1e-3, schedulers=schedulers, device=CPU)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_summary_rows_show_the_kept_epoch_and_the_best_and_last_accuracy_of_each_run_and_skipped_runs():
+    frozen = {"valid_loss": [1.0, 0.5, 0.499], "valid_accuracy": [0.5, 0.75, 0.625]}  # epoch 3: not 1% better, not kept
+    tuned = {"valid_loss": [0.45], "valid_accuracy": [0.8125]}
+    rows = summary_rows({"frozen": frozen, "fine-tuned": tuned, "skipped": None})
+    assert rows[0] == {"run": "frozen", "epochs": 3, "kept epoch": 2, "valid loss": "0.5000", "valid accuracy": "75.0%",
+                       "best valid accuracy": "75.0%", "last valid accuracy": "62.5%"}  # fmt: skip
+    lines = format_table(rows).splitlines()
+    assert lines[2].split() == ["fine-tuned", "1", "1", "0.4500", "81.2%", "81.2%", "81.2%"]
+    assert lines[3].split() == ["skipped", "0", "-", "-", "-", "-", "-"]
 
 
 def test_fine_tune_keeps_the_frozen_model_when_the_tuned_one_validates_worse(loaders, tmp_path, monkeypatch):

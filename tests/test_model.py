@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from src.model import BasicBlock, MLPBaseline, MyModel, conv_parameter_count, count_parameters
+from src.model import BasicBlock, MLPBaseline, MyModel, PlainCNN, conv_parameter_count, count_parameters
 
 
 @pytest.fixture(autouse=True)
@@ -173,3 +173,29 @@ def test_mlp_baseline_rejects_the_wrong_image_size() -> None:
 def test_mlp_baseline_needs_more_parameters_than_the_cnn_for_photos() -> None:
     # The course's point: at 64x64 px one small hidden layer already outweighs the whole CNN.
     assert count_parameters(MLPBaseline(50, 64, hidden=(512,))) > count_parameters(MyModel(num_classes=50))
+
+
+# ---------------------------------------------------------------- plain CNN (the ablation)
+
+
+def test_plain_cnn_is_conv_relu_pool_blocks_then_one_linear_layer() -> None:
+    model = PlainCNN(num_classes=10, image_size=28, dropout=0.3).eval()
+    assert model(torch.randn(2, 3, 28, 28)).shape == (2, 10)
+    assert [type(m) for m in model.features] == [nn.Conv2d, nn.ReLU, nn.MaxPool2d] * 3
+    assert [m.out_channels for m in model.features if isinstance(m, nn.Conv2d)] == [16, 32, 64]
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()), "no BatchNorm: that is MyModel's"
+    assert [type(m) for m in model.head] == [nn.Flatten, nn.Dropout, nn.Linear] and model.head[1].p == 0.3
+    # three convolutions with biases, then 64 channels x 3 x 3 (28 -> 14 -> 7 -> 3 px) into the linear layer
+    convs = conv_parameter_count(3, 16, 3) + conv_parameter_count(16, 32, 3) + conv_parameter_count(32, 64, 3)
+    assert count_parameters(model) == convs + (64 * 3 * 3 + 1) * 10
+
+
+def test_plain_cnn_linear_layer_grows_with_the_square_of_the_image_side() -> None:
+    # one pool: 64 px -> 8 channels x 32 x 32 features, 128 px -> 8 x 64 x 64, each with a weight per class
+    small, large = PlainCNN(50, 64, widths=(8,)), PlainCNN(50, 128, widths=(8,))
+    assert count_parameters(large) - count_parameters(small) == 8 * (64**2 - 32**2) * 50
+
+
+def test_plain_cnn_refuses_images_too_small_for_its_pools() -> None:
+    with pytest.raises(ValueError, match="3 max-pools need images of at least 8 px, got 7"):
+        PlainCNN(num_classes=3, image_size=7)

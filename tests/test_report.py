@@ -3,6 +3,8 @@
 The report of the three real notebooks is checked in tests/test_notebooks.py, which runs them once for all its tests.
 """
 
+import re
+
 import nbformat
 import pytest
 
@@ -97,11 +99,16 @@ def test_the_combined_page_starts_with_the_summary_and_links_every_heading(tmp_p
     assert report.cells[1].source == "# <a id='a-a-notebook'></a>A notebook\n\n## <a id='a-part-one'></a>Part one"
 
 
-def test_the_cli_writes_one_page_per_notebook_and_the_report(tmp_path, capsys):
-    paths = [notebook_file(tmp_path / name, "1 + 1") for name in ("first.ipynb", "second.ipynb")]
+def test_the_cli_writes_one_page_per_notebook_and_the_report_and_no_warnings(tmp_path, capsys, caplog):
+    figure = "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()"  # an image without alt text
+    paths = [notebook_file(tmp_path / name, figure) for name in ("first.ipynb", "second.ipynb")]
     assert main([*map(str, paths), "--output-dir", str(tmp_path / "out")]) == 0
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["first.html", "report.html", "second.html"]
-    assert f"Report: {tmp_path / 'out' / 'report.html'}" in capsys.readouterr().out
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert len(re.findall(r'<img alt="[^"]+" class="[^"]*" src="data:image/png;base64,', page)) == 2, "plots embedded"
+    out, err = capsys.readouterr()
+    assert f"Report: {tmp_path / 'out' / 'report.html'}" in out
+    assert "arning" not in err + caplog.text, "nothing a reader cannot act on, e.g. nbconvert's missing alt text"
 
 
 def test_the_cli_stops_at_the_first_failing_notebook_with_one_line_and_keeps_its_page(tmp_path, capsys):

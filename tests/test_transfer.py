@@ -143,3 +143,7 @@ def test_cached_features_need_a_frozen_backbone():
     model = get_model_transfer_learning("efficientnet_lite0", n_classes=3, fine_tune="all")
     with pytest.raises(ValueError, match="frozen backbone"):
         cache_features(model, tiny_loaders())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The training stages side by side

@@ -77,6 +77,40 @@ def test_plot_histories_one_curve_per_model():
     np.testing.assert_allclose(ax.lines[1].get_ydata(), [30, 50])
 
 
+def test_plot_histories_of_consecutive_stages_draws_each_after_the_previous_one_and_skips_empty_ones():
+    frozen = {"valid_loss": [1.0, 0.8], "valid_accuracy": [0.5, 0.6]}
+    tuned = {"valid_loss": [0.7, 0.65, 0.6], "valid_accuracy": [0.7, 0.75, 0.8]}
+    fig = plot_histories({"frozen": frozen, "skipped": None, "fine-tuned": tuned}, ("valid_loss", "valid_accuracy"), True)
+    loss_ax, accuracy_ax = fig.axes
+    assert [ax.get_title() for ax in fig.axes] == ["Validation loss per epoch", "Validation accuracy per epoch"]
+    for ax in fig.axes:
+        assert [line.get_label() for line in ax.lines] == ["frozen", "fine-tuned"]
+        assert [list(line.get_xdata()) for line in ax.lines] == [[1, 2], [3, 4, 5]]
+    np.testing.assert_allclose(accuracy_ax.lines[1].get_ydata(), [70, 75, 80])
+    np.testing.assert_allclose(loss_ax.lines[0].get_ydata(), [1.0, 0.8])
+    plt.close(fig)
+    empty = plot_histories({"skipped": None}, ("valid_loss", "valid_accuracy"), consecutive=True)  # nothing to draw: no lines, and no legend (which would warn)
+    assert not empty.axes[0].lines and empty.axes[0].get_legend() is None
+    plt.close(empty)
+
+
+def test_plot_histories_draws_validation_loss_accuracy_and_learning_rate_per_run():
+    histories = {"plateau": {"valid_loss": [0.9, 0.6], "valid_accuracy": [0.5, 0.75], "lr": [2e-3, 2e-3]},
+                 "cosine": {"valid_loss": [0.8, 0.5], "valid_accuracy": [0.6, 0.8], "lr": [1e-3, 2e-3]}}  # fmt: skip
+    loss_ax, accuracy_ax, lr_ax = plot_histories(histories, ("valid_loss", "valid_accuracy", "lr")).axes
+    assert [ax.get_title() for ax in (loss_ax, accuracy_ax, lr_ax)] == [
+        "Validation loss per epoch", "Validation accuracy per epoch", "Learning rate per epoch"]  # fmt: skip
+    assert lr_ax.get_ylabel() == "learning rate"
+    for ax in (loss_ax, accuracy_ax, lr_ax):
+        assert [line.get_label() for line in ax.lines] == ["plateau", "cosine"]
+    assert list(accuracy_ax.lines[1].get_ydata()) == pytest.approx([60, 80])
+    assert list(lr_ax.lines[1].get_ydata()) == pytest.approx([1e-3, 2e-3])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Fine-tuning
+
+
 def test_format_table_aligns_columns():
     text = format_table([{"name": "a", "n": 1}, {"name": "bcd", "n": 1234}])
     assert text.splitlines() == ["name     n", "   a     1", " bcd  1234"]
