@@ -20,6 +20,7 @@ from PIL import Image
 from src.exported import SCRATCH_EXPORT, TRANSFER_EXPORT, error_line, load_predictor, top_k, warm_up
 from src.helpers import DataError, class_folders, get_data_location, list_images
 from src.images import PhotoError, open_photo
+from src.landmarks import display_name
 from src.results import RESULTS_MIME
 
 MODEL_CHOICES = {  # label in the dropdown -> exported file; the first one that exists is the default
@@ -147,7 +148,8 @@ class LandmarkApp:
 
 def prediction_gallery(photos: Sequence[Path], model_choices: dict[str, Path] | None = None, k: int = 5) -> str:
     """The app's answer for each photo as static HTML (it survives a notebook's export to a web page, where widgets
-    do not react): the photo, then the top-k chart of every exported model that exists. A photo or a model that
+    do not react): the photo with the landmark it shows (its folder's name), beside the top-k chart of every exported
+    model that exists. A photo or a model that
     cannot be used gets its one-line message instead."""
     choices = {label: Path(path) for label, path in (model_choices or MODEL_CHOICES).items() if Path(path).is_file()}
     predictors = {}
@@ -164,11 +166,13 @@ def prediction_gallery(photos: Sequence[Path], model_choices: dict[str, Path] | 
             rows.append(message_html(str(err)))
             continue
         picture = base64.b64encode(jpeg_thumbnail(image)).decode()
-        cells = [f'<div><b>{html.escape(Path(photo).name)}</b><br><img src="data:image/jpeg;base64,{picture}"></div>']
+        caption = f"{html.escape(Path(photo).name)}<br>shows: {html.escape(display_name(Path(photo).parent.name))}"
+        charts = []
         for label, predictor in predictors.items():
             answer = message_html(predictor) if isinstance(predictor, str) else bar_chart_html(top_k(predictor, image, k))
-            cells.append(f"<div style='margin-left:16px'><i>{html.escape(label)}</i>{answer}</div>")
-        rows.append(f"<div style='display:flex;margin:12px 0'>{''.join(cells)}</div>")
+            charts.append(f"<div style='margin-bottom:8px'><i>{html.escape(label)}</i>{answer}</div>")
+        rows.append(f"<div style='display:flex;margin:12px 0'><div style='margin-right:16px'><b>{caption}</b><br>"
+                    f"<img src='data:image/jpeg;base64,{picture}'></div><div>{''.join(charts)}</div></div>")  # fmt: skip
     return "".join(rows) or message_html("No photos to show.", "info")
 
 

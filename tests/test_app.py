@@ -20,6 +20,7 @@ from src.app import LandmarkApp, bar_chart_html, held_out_photos, prediction_gal
 from src.exported import load_predictor, top_k
 from src.files import quiet_torchscript
 from src.images import open_photo
+from src.landmarks import display_name
 
 PROJECT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -62,6 +63,7 @@ def test_the_gallery_shows_each_photo_with_each_models_top_k_chart(exported_scra
         photos[-1].write_bytes(jpeg_bytes(seed))
     page = prediction_gallery(photos, {"From scratch (MyModel)": exported_scratch, "Missing": tmp_path / "no.pt"}, k=3)
     assert page.count("data:image/jpeg;base64,") == 2, "each photo is embedded in the page itself"
+    assert page.count(f"shows: {display_name(tmp_path.name)}") == 2, "the landmark each photo shows: its folder's"
     assert page.count(bar_chart_html(expected_top(exported_scratch, jpeg_bytes(0), 3))) == 1
     assert page.count(bar_chart_html(expected_top(exported_scratch, jpeg_bytes(1), 3))) == 1
     assert "Missing" not in page, "models that were not exported are left out"
