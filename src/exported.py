@@ -121,19 +121,50 @@ def warm_up(predictor: nn.Module, runs: int = 1) -> None:
             predictor(torch.zeros(WARM_UP_PHOTO, dtype=torch.uint8))
 
 
-def top_k(predictor: torch.jit.ScriptModule, image, k: int = 5) -> list[dict]:
-    """The k most likely classes for one PIL RGB image: [{"name", "place", "probability", ...}], most likely first."""
+def answer(predictor: torch.jit.ScriptModule, image, k: int = 5, explain: bool = False) -> dict:
+    """What the app and the predict CLI show for one PIL RGB photo:
+
+    {"predictions": the k most likely classes, most likely first: [{"name", "place", "country", "probability",
+                    "latitude", "longitude"}] (place, country and coordinates "" / None for unknown names),
+     "countries":   [(country, probability summed over its landmarks)] for every country, most likely first,
+     "known":       whether the photo scores at least the file's "unknown" threshold (True for files exported
+                    without one),
+     "heatmap":     where the model looked for its top class: float32 [H, W] in [0, 1] at the photo's size, or
+                    None (explain=False, or a file exported without `explain`)}
+
+    Files export these methods and attributes when they have them (src/predictor.py): classify(x) -> (probabilities
+    [B, C], scores [B]); explain(x) -> (probabilities, scores, heatmaps [B, H, W]); threshold (a score below it: none
+    of the known classes). Older files only have forward(x) -> probabilities.
+    """
     pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).unsqueeze(0)  # uint8 [1,3,H,W]
+    scores, heatmap = None, None
     with torch.inference_mode():
-        probabilities = predictor(pixels)[0]
+        if explain and hasattr(predictor, "explain"):
+            probabilities, scores, heatmaps = predictor.explain(pixels)
+            heatmap = heatmaps[0].float().numpy()
+        elif hasattr(predictor, "classify"):
+            probabilities, scores = predictor.classify(pixels)
+        else:
+            probabilities = predictor(pixels)
+    probabilities = probabilities[0]
+    rows = [landmark_info(name) or {} for name in predictor.class_names]
     values, indices = probabilities.topk(min(k, len(probabilities)))
-    results = []
-    for probability, index in zip(values.tolist(), indices.tolist()):
-        name = predictor.class_names[index]
-        info = landmark_info(name) or {}
-        results.append(
-            {"name": name, "place": predictor.class_places[index], "probability": probability,
-             "latitude": float(info["latitude"]) if info else None,
-             "longitude": float(info["longitude"]) if info else None}
-        )  # fmt: skip
-    return results
+    predictions = [
+        {"name": predictor.class_names[index], "place": predictor.class_places[index],
+         "country": rows[index].get("country", ""), "probability": probability,
+         "latitude": float(rows[index]["latitude"]) if rows[index] else None,
+         "longitude": float(rows[index]["longitude"]) if rows[index] else None}
+        for probability, index in zip(values.tolist(), indices.tolist())
+    ]  # fmt: skip
+    countries: dict[str, float] = {}
+    for row, probability in zip(rows, probabilities.tolist()):
+        if row:
+            countries[row["country"]] = countries.get(row["country"], 0.0) + probability
+    known = scores is None or float(scores[0]) >= float(predictor.threshold)
+    return {"predictions": predictions, "countries": sorted(countries.items(), key=lambda item: -item[1]),
+            "known": known, "heatmap": heatmap}  # fmt: skip
+
+
+def top_k(predictor: torch.jit.ScriptModule, image, k: int = 5) -> list[dict]:
+    """The k most likely classes for one PIL RGB image: answer(...)["predictions"]."""
+    return answer(predictor, image, k)["predictions"]

@@ -4,10 +4,12 @@ import errno
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from src.exported import HOW_TO_EXPORT, load_predictor, warm_up
+from src.exported import HOW_TO_EXPORT, answer, load_predictor, warm_up
 from src.files import quiet_torchscript
 from src.predictor import Predictor
 from tests.conftest import LANDMARK_NAMES
@@ -106,3 +108,59 @@ def test_a_model_file_that_cannot_be_read_says_why(error, words, exported_scratc
     with pytest.raises(ValueError) as info:
         load_predictor(exported_scratch)
     assert str(info.value).startswith(f"{exported_scratch}: {words}") and "not a loadable" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# answer: what the app and the CLI show for one photo
+
+
+class Scripted(torch.nn.Module):
+    """A predictor file's interface with fixed answers: probabilities, a score against a threshold, a heatmap."""
+
+    def __init__(self, probabilities: list[float], score: float, threshold: float):
+        super().__init__()
+        self.class_names = LANDMARK_NAMES
+        self.class_places = ["Paris, France", "San Francisco, California, United States", "Brussels, Belgium"]
+        self.threshold = threshold
+        self.register_buffer("probabilities", torch.tensor([probabilities]))
+        self.register_buffer("score", torch.tensor([score]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.probabilities
+
+    @torch.jit.export
+    def classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.probabilities, self.score
+
+    @torch.jit.export
+    def explain(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.probabilities, self.score, torch.linspace(0, 1, x.shape[2] * x.shape[3]).view(1, x.shape[2], -1)
+
+
+def scripted(module: torch.nn.Module) -> torch.jit.ScriptModule:
+    with quiet_torchscript():
+        return torch.jit.script(module)
+
+
+def test_answer_gives_the_top_k_with_their_places_and_the_probabilities_summed_by_country():
+    image = Image.new("RGB", (40, 30))
+    result = answer(scripted(Scripted([0.2, 0.5, 0.3], score=1.0, threshold=0.5)), image, k=2)
+    assert [(p["name"], p["country"], p["probability"]) for p in result["predictions"]] == [
+        ("Golden Gate Bridge", "United States", pytest.approx(0.5)), ("Atomium", "Belgium", pytest.approx(0.3))]
+    assert result["predictions"][0]["latitude"] == pytest.approx(37.8199, abs=0.01)
+    assert result["countries"] == [("United States", pytest.approx(0.5)), ("Belgium", pytest.approx(0.3)),
+                                   ("France", pytest.approx(0.2))]  # fmt: skip
+    assert result["known"] and result["heatmap"] is None
+
+
+def test_a_photo_scoring_below_the_files_threshold_is_unknown_and_explain_gives_a_heatmap_at_its_size():
+    predictor = scripted(Scripted([0.2, 0.5, 0.3], score=0.4, threshold=0.5))
+    result = answer(predictor, Image.new("RGB", (40, 30)), explain=True)
+    assert not result["known"]
+    assert result["heatmap"].shape == (30, 40) and result["heatmap"].dtype == np.float32
+
+
+def test_a_file_exported_without_a_threshold_knows_every_photo(exported_scratch):
+    result = answer(load_predictor(exported_scratch), Image.new("RGB", (300, 200)), k=3, explain=True)
+    assert result["known"] and len(result["predictions"]) == 3
+    assert sum(probability for _, probability in result["countries"]) == pytest.approx(1.0, abs=1e-5)
