@@ -31,6 +31,7 @@ from traitlets.config import Config
 from src.checks import OneLineParser
 from src.files import WriteError, check_writable, write_atomically
 from src.results import RESULTS_MIME, TARGETS, verdict
+from src.visualize import format_table
 
 PROJECT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ("cnn_from_scratch.ipynb", "transfer_learning.ipynb", "app.ipynb")  # course order: the app uses both exports
@@ -166,6 +167,18 @@ def summary_html(runs: dict[str, tuple[nbformat.NotebookNode, str | None, float]
     )  # fmt: skip
 
 
+def run_table(runs: dict[str, tuple[nbformat.NotebookNode, str | None, float]]) -> str:
+    """What the terminal shows at the end: each notebook's time, and each exported model's test accuracy."""
+    rows = []
+    for name, (notebook, error, seconds) in runs.items():
+        trained = [record for record in records(notebook) if record["kind"] in TARGETS]
+        accuracy = "; ".join(f"{record['name']}: {percent(record['exported_accuracy'])} (target "
+                             f"{percent(record['target'])}: {verdict(record['passed'])})" for record in trained)  # fmt: skip
+        rows.append({"notebook": name, "time": f"{seconds / 60:.1f} min",
+                     "exported model's test accuracy": accuracy or ("stopped" if error else "-")})  # fmt: skip
+    return format_table(rows)
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
@@ -232,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             break  # the next notebooks need this one's models
     quick = os.environ.get("LANDMARK_QUICK") == "1"
     write_html(combined(runs, summary_html(runs, quick)), args.output_dir / REPORT)
+    print(run_table(runs))
     print(f"Report: {args.output_dir / REPORT}")
     errors = [error for _, error, _ in runs.values() if error]
     for error in errors:

@@ -8,7 +8,7 @@ import re
 import nbformat
 import pytest
 
-from src.report import combined, main, records, rubric, run_notebook, summary_html
+from src.report import combined, main, records, rubric, run_notebook, run_table, summary_html
 from src.results import RESULTS_MIME
 
 
@@ -25,6 +25,7 @@ def model_record(kind: str, test_accuracy: float, **changes) -> dict:
             "checkpoint_epoch": 7, "best_valid_loss": 1.234, "test_accuracy": test_accuracy, "n_test": 1250,
             "exported_accuracy": test_accuracy, "passed": test_accuracy >= {"scratch": 0.5, "transfer": 0.6}[kind],
             "export_agrees": True, "scheduler": "cosine", "lr": [0.0, 1e-3], "exported": f"{kind}_exported.pt",
+            "target": {"scratch": 0.5, "transfer": 0.6}[kind],
             **changes}  # fmt: skip
 
 
@@ -108,6 +109,8 @@ def test_the_cli_writes_one_page_per_notebook_and_the_report_and_no_warnings(tmp
     assert len(re.findall(r'<img alt="[^"]+" class="[^"]*" src="data:image/png;base64,', page)) == 2, "plots embedded"
     out, err = capsys.readouterr()
     assert f"Report: {tmp_path / 'out' / 'report.html'}" in out
+    assert [line.split()[:3] for line in out.splitlines()[-3:-1]] == [["first.ipynb", "0.0", "min"], ["second.ipynb",
+            "0.0", "min"]], "each notebook's time, then the report's path"  # fmt: skip
     assert "arning" not in err + caplog.text, "nothing a reader cannot act on, e.g. nbconvert's missing alt text"
 
 
@@ -126,3 +129,13 @@ def test_the_cli_refuses_a_missing_notebook_in_one_line(tmp_path, capsys):
         main([str(tmp_path / "missing.ipynb")])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().endswith("missing.ipynb: no such notebook (--help lists the options)")
+
+
+def test_the_run_table_gives_each_notebooks_time_and_its_exported_models_accuracy_against_its_target():
+    cell = nbformat.v4.new_code_cell("show_results(record)")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={RESULTS_MIME: model_record("scratch", 0.52)})]
+    runs = {"cnn_from_scratch.ipynb": (nbformat.v4.new_notebook(cells=[cell]), None, 90.0),
+            "transfer_learning.ipynb": (nbformat.v4.new_notebook(), "transfer_learning.ipynb stopped in cell 3", 6.0)}
+    lines = run_table(runs).splitlines()
+    assert lines[1].split() == ["cnn_from_scratch.ipynb", "1.5", "min", "scratch:", "52.0%", "(target", "50.0%:", "PASS)"]
+    assert lines[2].split() == ["transfer_learning.ipynb", "0.1", "min", "stopped"]
