@@ -23,7 +23,7 @@ SCRATCH_EXPORT = model_file("scratch", exported=True)  # the app's two models
 TRANSFER_EXPORT = model_file("transfer", exported=True)
 HOW_TO_EXPORT = (
     "Export the model with src.predictor.export_predictor as the notebooks do, or a src.train checkpoint with "
-    "src.predictor.export."
+    "`python -m src.predictor --export CHECKPOINT`."
 )
 WARM_UP_PHOTO = (1, 3, 600, 800)  # a blank 800x600 photo: checks a loaded file and warms it up
 

@@ -1,29 +1,51 @@
-"""Suggest the most likely landmarks for photos, with where they are.
+"""Suggest the most likely landmarks for photos, with where they are, and say when a photo shows none of them.
 
     python -m src.predict PHOTO [PHOTO ...] [--model checkpoints/transfer_exported.pt] [--top-k 5] [--json]
 
-A photo that cannot be used gets one line on stderr naming it and the problem; the others are still processed, and
-the exit status is 1. A bad option or a model file that cannot be used: one line, exit status 2, before any photo.
+For each photo: "This does not look like any of the N landmarks" first when it scores below the file's threshold
+(src/calibration.py), then the k likeliest landmarks with their places and calibrated probabilities, then the likeliest
+country. A photo that cannot be used gets one line on stderr naming it and the problem; the others are still
+processed, and the exit status is 1. A bad option or a model file that cannot be used: one line, exit status 2, before
+any photo.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
 import src  # noqa: F401 - sets OMP_WAIT_POLICY before torch loads
 from src.checks import POSITIVE_INT, OneLineParser
-from src.exported import TRANSFER_EXPORT, error_line, load_predictor, top_k
+from src.exported import TRANSFER_EXPORT, answer, error_line, load_predictor
 from src.images import PhotoError, open_photo
 
 
-def format_predictions(photo: str, predictions: list[dict]) -> str:
-    lines = [photo]
-    for rank, p in enumerate(predictions, 1):
+def in_country(country: str) -> str:
+    """How a sentence names a country of src/landmarks.csv: 'United States' -> 'the United States',
+    'Canada / United States' -> 'Canada or the United States', 'France' -> 'France'."""
+    parts = [f"the {part}" if part.startswith(("United ", "Czech ")) else part for part in country.split(" / ")]
+    return " or ".join(parts)
+
+
+def format_answer(photo: str, result: dict, n_classes: int) -> str:
+    """The text for one photo: its name; "This does not look like any of the N landmarks" when it is not known; the
+    predictions, one per line; the likeliest country, when the classes have countries."""
+    lines = [photo] + ([] if result["known"] else [f"  This does not look like any of the {n_classes} landmarks"])
+    for rank, p in enumerate(result["predictions"], 1):
         where = f" ({p['place']})" if p["place"] else ""
         lines.append(f"  {rank}. {p['name'] + where:<60} {100 * p['probability']:5.1f}%")
+    if result["countries"]:
+        country, probability = result["countries"][0]
+        lines.append(f"  Most likely in {in_country(country)} ({100 * probability:.0f}%)")
     return "\n".join(lines)
+
+
+def json_answer(photo: str, result: dict) -> dict:
+    """The JSON object for one photo: photo, known, countries [{country, probability}], predictions."""
+    countries = [{"country": country, "probability": probability} for country, probability in result["countries"]]
+    return {"photo": photo, "known": result["known"], "countries": countries, "predictions": result["predictions"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,19 +67,22 @@ def main(argv: list[str] | None = None) -> int:
     results, failed = [], False
     for photo in args.photos:
         try:
-            predictions = top_k(predictor, open_photo(photo), args.top_k)
+            result = answer(predictor, open_photo(photo), args.top_k)
+            problem = "" if all(math.isfinite(p["probability"]) for p in result["predictions"]) else "NaN probabilities"
         except PhotoError as err:
             print(f"error: {err}", file=sys.stderr)
             failed = True
             continue
         except Exception as err:  # noqa: BLE001 - e.g. out of memory: say so, and go on with the next photo
-            print(f"error: {photo}: could not classify this photo ({error_line(err)})", file=sys.stderr)
+            problem = error_line(err)
+        if problem:  # a model that breaks down on this photo (NaN logits) is said in one line too
+            print(f"error: {photo}: could not classify this photo ({problem})", file=sys.stderr)
             failed = True
             continue
         if args.json:
-            results.append({"photo": str(photo), "predictions": predictions})
+            results.append(json_answer(str(photo), result))
         else:
-            print(format_predictions(str(photo), predictions))
+            print(format_answer(str(photo), result, len(predictor.class_names)))
     if args.json:
         print(json.dumps(results, indent=1, ensure_ascii=False))
     return 1 if failed else 0

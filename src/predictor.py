@@ -3,19 +3,21 @@
     predictor = torch.jit.load("checkpoints/transfer_exported.pt")   # needs only torch, not this project
     probabilities = predictor(images)          # images: [B,3,H,W] uint8 0-255 or float 0-1, any H, W
     predictor.class_names[probabilities[0].argmax()]
+    probabilities, scores = predictor.classify(images)   # scores < predictor.threshold: none of the known classes
+    probabilities, scores, heatmaps = predictor.explain(images)   # and where the model looked (src/cam.py)
 
 The preprocessing the model was trained with (resize, center crop, normalize) is inside the file, as are the class
-names and places, so nothing can drift apart between training and the app.
+names and places, so nothing can drift apart between training and the app. So are the temperature that calibrates
+its probabilities and the "unknown" threshold, fitted on the validation split (src/calibration.py).
 """
 
 from __future__ import annotations
 
 import copy
-import json
+import math
 import sys
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn as nn
@@ -24,14 +26,13 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from src.checks import OneLineParser, check_int
-from src.data import base_dataset, get_data_loaders, get_normalization
-from src.exported import error_line, load_predictor
-from src.files import WriteError, quiet_torchscript, save_script
-from src.helpers import DataError, model_file
+from src.calibration import DEFAULT_SCORE, Calibration, calibrate, calibrated
+from src.cam import ClassActivationMapper, cam_parts, crop_geometry
+from src.checks import check_int
+from src.data import base_dataset, get_normalization
+from src.exported import error_line
+from src.files import quiet_torchscript, save_script
 from src.landmarks import display_name, landmark_place
-from src.presets import DATASETS, eval_resize_size
-from src.transfer import build_model
 
 # A photo more elongated than MAX_ASPECT:1 keeps only its middle MAX_ASPECT:1 part before it is resized. The centre
 # crop after resizing keeps only the middle image_size/resize_size (224/256) of the shorter side's length along the
@@ -42,7 +43,8 @@ MAX_ASPECT = 8
 
 
 class Predictor(nn.Module):
-    """model + its eval preprocessing + softmax. [B,3,H,W] uint8 or float image batch -> probabilities [B, classes]."""
+    """model + its eval preprocessing + calibrated softmax. [B,3,H,W] uint8 or float image batch -> probabilities
+    [B, classes]; classify() also gives each photo's score against `threshold` (below it: none of the classes)."""
 
     def __init__(
         self,
@@ -52,9 +54,11 @@ class Predictor(nn.Module):
         std: list[float] | torch.Tensor,
         image_size: int,
         resize_size: int,
+        calibration: Calibration | None = None,
     ):
         """image_size: the side of the central crop the model sees; resize_size: the shorter side the photo is resized
-        to first. Both are the evaluation transform's (export_settings reads them from a loader)."""
+        to first. Both are the evaluation transform's (export_settings reads them from a loader). calibration: the
+        temperature, score kind and threshold (src.calibration.calibrate); None: T = 1 and every photo is known."""
         super().__init__()
         self.model = model.eval()
         self.class_names = list(class_names)
@@ -62,33 +66,74 @@ class Predictor(nn.Module):
         self.image_size = image_size
         self.resize_size = resize_size
         self.max_aspect = MAX_ASPECT  # an attribute: TorchScript cannot read module globals
+        self.temperature = float(calibration.temperature) if calibration else 1.0  # probabilities: softmax(logits / T)
+        self.score_kind = calibration.score_kind if calibration else DEFAULT_SCORE
+        self.threshold = float(calibration.threshold) if calibration else -math.inf  # score below it: not a known class
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B,3,H,W] uint8 0-255 or float 0-1, H and W >= 1 -> probabilities [B, classes] float32."""
+        """x: [B,3,H,W] uint8 0-255 or float 0-1, H and W >= 1 -> calibrated probabilities [B, classes] float32."""
+        return self.classify(x)[0]
+
+    @torch.jit.export
+    def classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x as for forward -> (calibrated probabilities [B, classes], scores [B]: below `threshold`, none of the
+        classes; the score is `score_kind`'s, see src.calibration.calibrated)."""
+        with torch.no_grad():
+            return calibrated(self.logits(self.preprocess(x)), self.temperature, self.score_kind)
+
+    @torch.jit.export
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """x as for forward -> the normalized central crop the model sees, [B, 3, image_size, image_size] float32."""
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] < 1 or x.shape[3] < 1:
             raise ValueError("expected a batch of RGB images shaped [B, 3, H, W] with H and W at least 1")
         with torch.no_grad():
-            height, width = x.shape[-2], x.shape[-1]
-            longest = self.max_aspect * min(height, width)  # see MAX_ASPECT; cropped still uint8, before the float copy
-            if height > longest:
-                x = x[:, :, (height - longest) // 2 : (height - longest) // 2 + longest, :]
-            if width > longest:
-                x = x[:, :, :, (width - longest) // 2 : (width - longest) // 2 + longest]
+            # cut to at most max_aspect:1 (see MAX_ASPECT), resize the shorter side to resize_size, central crop
+            cut_top, cut_left, height, width, new_height, new_width, top, left = crop_geometry(
+                x.shape[-2], x.shape[-1], self.resize_size, self.image_size, self.max_aspect
+            )
+            x = x[:, :, cut_top : cut_top + height, cut_left : cut_left + width]  # still uint8: before the float copy
             if x.dtype == torch.uint8:
                 x = x.float().div_(255.0)  # in place: one float copy of the photo (1.1 GB at 90 megapixels), not two
-            # Resize the shorter side to resize_size (antialiased, like PIL), then take the central square crop.
-            height, width = x.shape[-2], x.shape[-1]
-            scale = self.resize_size / min(height, width)
-            new_height = max(int(round(height * scale)), self.image_size)
-            new_width = max(int(round(width * scale)), self.image_size)
+            # antialiased, like PIL
             x = F.interpolate(x, size=[new_height, new_width], mode="bilinear", antialias=True, align_corners=False)
-            top = int(round((new_height - self.image_size) / 2.0))
-            left = int(round((new_width - self.image_size) / 2.0))
             x = x[:, :, top : top + self.image_size, left : left + self.image_size]
-            x = (x - self.mean) / self.std
-            return F.softmax(self.model(x), dim=1)
+            return (x - self.mean) / self.std
+
+    @torch.jit.export
+    def logits(self, crop: torch.Tensor) -> torch.Tensor:
+        """The model's logits [B, classes] for preprocess()'s crops (gradients are kept: explanations may need them)."""
+        return self.model(crop)
+
+
+class ExplainingPredictor(Predictor):
+    """A Predictor that also says where its model looked: explain(). For models that end in global average pooling
+    and one linear layer (both of this project's kinds; src.cam.cam_parts)."""
+
+    def __init__(self, model: nn.Module, class_names: list[str], mean, std, image_size: int, resize_size: int,
+                 calibration: Calibration | None = None):  # fmt: skip
+        super().__init__(model, class_names, mean, std, image_size, resize_size, calibration)
+        self.cam = ClassActivationMapper(*cam_parts(self.model), image_size, resize_size, self.max_aspect)
+
+    @torch.jit.export
+    def explain(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x as for forward -> (calibrated probabilities [B, classes], scores [B], heatmaps [B, H, W] float32 in
+        [0, 1]: the class activation map of each photo's most likely class on the photo, 0 outside the central crop
+        the model sees). One pass of the network, as classify (about 1.02x its time: bench/explain_speed.py)."""
+        with torch.no_grad():
+            logits, heatmaps = self.cam(self.preprocess(x), x.shape[-2], x.shape[-1])
+            probabilities, scores = calibrated(logits, self.temperature, self.score_kind)
+        return probabilities, scores, heatmaps
+
+
+def predictor_class(model: nn.Module) -> type[Predictor]:
+    """ExplainingPredictor for a model whose class activation map is exact (src.cam.cam_parts), else Predictor."""
+    try:
+        cam_parts(model)
+    except ValueError:
+        return Predictor
+    return ExplainingPredictor
 
 
 def export_settings(data_loader: DataLoader) -> dict:
@@ -120,14 +165,19 @@ def export_predictor(
     path: str | Path,
     image_size: int,
     resize_size: int,
+    calibration_loader: DataLoader | None = None,
 ) -> torch.jit.ScriptModule:
     """Wrap the model in a Predictor, compile it with TorchScript and save it (atomically) to `path`.
 
     image_size and resize_size must be the eval transform's (src.presets.eval_resize_size(dataset, image_size)):
     export_settings(loaders["test"]) gives every argument but the model and the path, read from the data.
-    Returns the scripted predictor. The model is copied to the CPU; the original is left where it was.
-    Raises ValueError (one line, nothing written) for settings that make no sense or a model whose output width is not
-    len(class_names); src.files.WriteError (one line) when the file cannot be written: a previous file stays intact.
+    calibration_loader: the validation loader (loaders["valid"]: normalized crops and labels); the file's temperature
+    and "unknown" threshold are fitted on it (src.calibration.calibrate, on the model's device). None: temperature 1,
+    threshold -inf (every photo is one of the classes).
+    Returns the scripted predictor. The model is copied to the CPU; the original is left where it was, in its mode.
+    Raises ValueError (one line, nothing written) for settings that make no sense, a model whose output width is not
+    len(class_names) or a calibration loader that does not fit the model; src.files.WriteError (one line) when the file
+    cannot be written: a previous file stays intact.
     """
     check_int(image_size, 1, "image_size")
     check_int(resize_size, image_size, "resize_size")  # the shorter side before the central crop: at least the crop
@@ -138,7 +188,8 @@ def export_predictor(
     for name, values in (("mean", torch.as_tensor(mean).flatten()), ("std", torch.as_tensor(std).flatten())):
         if values.numel() != 3 or not torch.isfinite(values).all() or (name == "std" and (values <= 0).any()):
             raise ValueError(f"{name} must be 3 finite numbers (R, G, B), std above 0, got {values.tolist()}")
-    predictor = Predictor(copy.deepcopy(model).cpu(), class_names, mean, std, image_size, resize_size).eval()
+    wrapper = predictor_class(model)  # with explain() when the model allows it
+    predictor = wrapper(copy.deepcopy(model).cpu(), class_names, mean, std, image_size, resize_size).eval()
     try:  # one blank photo through the eager predictor: the model's output width must be one per class name
         with torch.no_grad():
             shape = list(predictor(torch.zeros((1, 3, image_size, image_size), dtype=torch.uint8)).shape)
@@ -149,34 +200,33 @@ def export_predictor(
             f"the model gives {shape} for one image instead of [1, {len(class_names)}], one output per class name: "
             f"build it with {len(class_names)} classes, or pass the class names it was trained with"
         )
+    if calibration_loader is not None:
+        flat = {name: torch.as_tensor(values).flatten().tolist() for name, values in (("mean", mean), ("std", std))}
+        _check_calibration_loader(calibration_loader, {**flat, "image_size": image_size, "resize_size": resize_size})
+        calibration = calibrate(model, calibration_loader)
+        predictor = wrapper(predictor.model, class_names, mean, std, image_size, resize_size, calibration).eval()
     with quiet_torchscript():
         scripted = torch.jit.script(predictor)
         save_script(scripted, path)  # atomic; ScriptModule.save itself would abort the process on a full disk
     return scripted
 
 
-def export(checkpoint: str | Path, path: str | Path | None = None) -> Path:
-    """Export a checkpoint written by `python -m src.train` (weights + its .json run record) to a predictor file.
-
-    Default destination: checkpoints/original_exported.pt for the from-scratch model, else transfer_exported.pt.
-    A missing or damaged checkpoint or run record raises ValueError with one line.
-    """
-    checkpoint = Path(checkpoint)
-    record_path = checkpoint.with_suffix(".json")
+def _check_calibration_loader(loader: DataLoader, expected: dict) -> None:
+    """Raise ValueError (one line) unless the loader prepares images like the file: the same export_settings sizes and
+    normalization as `expected`. A loader without a torchvision transform (e.g. of tensors) is not checked."""
     try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-        model = build_model(record["model"], len(record["class_names"]), record["image_size"])
-        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-    except FileNotFoundError as err:
-        raise ValueError(f"{err.filename}: no such file. Export a checkpoint that `python -m src.train` finished: it "
-                         f"writes the weights and their run record {record_path.name}.") from None  # fmt: skip
-    except Exception as err:  # noqa: BLE001 - a damaged record or checkpoint fails in many ways
-        raise ValueError(f"Cannot export {checkpoint}: it or its run record {record_path.name} is damaged or from "
-                         f"another model ({error_line(err)}). Train it again.") from None  # fmt: skip
-    path = Path(path) if path else model_file("scratch" if record["model"] == "scratch" else "transfer", record["dataset"], exported=True)
-    resize_size = eval_resize_size(record["dataset"], record["image_size"])
-    export_predictor(model, record["class_names"], record["mean"], record["std"], path, record["image_size"], resize_size)
-    return path
+        found = export_settings(loader)
+    except (AttributeError, StopIteration, TypeError):  # no Resize and Normalize to read (e.g. a loader of tensors)
+        return
+    except ValueError as err:  # a training loader (random crops), or no Normalize step to compare
+        if "training loader" not in str(err):
+            return
+        raise ValueError("calibration_loader must be the validation loader (loaders['valid']), not the training "
+                         "loader") from None  # fmt: skip
+    differ = [f"{key} {found[key]}, not {want}" for key, want in expected.items() if not np.allclose(found[key], want)]
+    if differ:
+        raise ValueError(f"calibration_loader prepares images unlike the exported file ({'; '.join(differ)}): pass the "
+                         f"validation loader of the data the model was trained on (loaders['valid'])")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -203,60 +253,7 @@ def predictor_test(test_dataloader: DataLoader, model_reloaded: nn.Module) -> tu
     return accuracy, confusion
 
 
-def plot_confusion_matrix(confusion: np.ndarray, class_names: list[str]) -> plt.Figure:
-    """A heat map of the confusion matrix, each row normalized to the fraction of that class's images."""
-    rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    size = max(6, 0.22 * len(class_names))
-    fig, ax = plt.subplots(figsize=(size + 1.5, size))
-    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
-    ax.set(xlabel="predicted landmark", ylabel="true landmark", title="Confusion matrix (fraction of each true class)")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    fig.tight_layout()
-    return fig
+if __name__ == "__main__":  # python -m src.predictor: the command line is in src/predictor_cli.py
+    from src.predictor_cli import main
 
-
-def most_confused_pairs(confusion: np.ndarray, class_names: list[str], k: int = 10) -> list[tuple[str, str, int]]:
-    """The k largest off-diagonal counts as (true class, predicted class, number of test images), largest first."""
-    off_diagonal = confusion.copy()
-    np.fill_diagonal(off_diagonal, 0)
-    order = np.argsort(off_diagonal, axis=None)[::-1][:k]
-    pairs = [(class_names[i], class_names[j], int(off_diagonal[i, j])) for i, j in zip(*np.unravel_index(order, confusion.shape))]
-    return [pair for pair in pairs if pair[2] > 0]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """python -m src.predictor [--dataset D] [--export CHECKPOINT] [MODEL ...]: (export, then) test exported
-    predictors on the test split."""
-    parser = OneLineParser(description="Test exported predictors on the test split; prints their accuracy.")
-    parser.add_argument("models", nargs="*", type=Path, metavar="MODEL", help="default: the dataset's exported models")
-    parser.add_argument("--dataset", choices=DATASETS, default="landmarks")
-    parser.add_argument(
-        "--export", type=Path, action="append", default=[], metavar="CHECKPOINT",
-        help="first export a checkpoint of `python -m src.train` to the file the app loads, then test it",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
-    try:
-        exported = [export(checkpoint) for checkpoint in args.export]
-    except (ValueError, WriteError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for checkpoint, path in zip(args.export, exported):
-        print(f"Exported {checkpoint} to {path}")
-    default = [model_file(kind, args.dataset, exported=True) for kind in ("scratch", "transfer")]
-    models = args.models + exported or default
-    try:
-        predictors = [load_predictor(path) for path in models]  # first: a bad file stops before the test split is read
-        test_loader = get_data_loaders(batch_size=1, num_workers=0, dataset=args.dataset)["test"]
-    except (DataError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for path, predictor in zip(models, predictors):
-        accuracy, confusion = predictor_test(test_loader, predictor)
-        print(f"{path}: test accuracy {100 * accuracy:.1f}% ({np.trace(confusion)}/{confusion.sum()})")
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

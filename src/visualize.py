@@ -5,6 +5,7 @@
                                             run as it trains
     plot_top_classes, plot_test_accuracies  a model's guesses for one photo; test accuracies of several models
     format_table                            rows of values as a plain-text table
+    plot_confusion_matrix, most_confused_pairs  what a model confuses with what
 
 The plot_* functions return a matplotlib Figure. What the network's convolutions compute is in src/convolution.py,
 which pixels a prediction depends on in src/saliency.py.
@@ -206,3 +207,25 @@ def format_table(rows: Sequence[Mapping[str, object]]) -> str:
     lines = [columns, *cells]
     return "\n".join("  ".join(value.rjust(w) for value, w in zip(line, widths)) for line in lines)
 
+
+def plot_confusion_matrix(confusion: np.ndarray, class_names: list[str]) -> plt.Figure:
+    """A heat map of the confusion matrix, each row normalized to the fraction of that class's images."""
+    rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    size = max(6, 0.22 * len(class_names))
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
+    ax.set(xlabel="predicted landmark", ylabel="true landmark", title="Confusion matrix (fraction of each true class)")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    fig.tight_layout()
+    return fig
+
+
+def most_confused_pairs(confusion: np.ndarray, class_names: list[str], k: int = 10) -> list[tuple[str, str, int]]:
+    """The k largest off-diagonal counts as (true class, predicted class, number of test images), largest first."""
+    off_diagonal = confusion.copy()
+    np.fill_diagonal(off_diagonal, 0)
+    order = np.argsort(off_diagonal, axis=None)[::-1][:k]
+    pairs = [(class_names[i], class_names[j], int(off_diagonal[i, j])) for i, j in zip(*np.unravel_index(order, confusion.shape))]
+    return [pair for pair in pairs if pair[2] > 0]

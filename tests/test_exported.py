@@ -160,7 +160,8 @@ def test_a_photo_scoring_below_the_files_threshold_is_unknown_and_explain_gives_
     assert result["heatmap"].shape == (30, 40) and result["heatmap"].dtype == np.float32
 
 
-def test_a_file_exported_without_a_threshold_knows_every_photo(exported_scratch):
+def test_an_exported_file_without_calibration_knows_every_photo_and_explains_it_at_the_photos_size(exported_scratch):
     result = answer(load_predictor(exported_scratch), Image.new("RGB", (300, 200)), k=3, explain=True)
     assert result["known"] and len(result["predictions"]) == 3
+    assert result["heatmap"].shape == (200, 300) and 0 <= result["heatmap"].min() <= result["heatmap"].max() <= 1
     assert sum(probability for _, probability in result["countries"]) == pytest.approx(1.0, abs=1e-5)

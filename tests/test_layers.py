@@ -15,10 +15,10 @@ LAYERS = [  # bottom to top
     ("checks", "files", "recipe"),  # what every layer uses: option checks, atomic writes, the training settings
     ("images", "landmarks", "helpers", "unpack", "download", "presets", "synthetic", "fashion_mnist", "splits", "data",
      "augment", "gpu_data"),  # data
-    ("model", "transfer", "visualize", "convolution", "saliency"),  # models, and pictures of data and models
+    ("model", "transfer", "visualize", "convolution", "saliency", "cam"),  # models, and pictures of data and models
     ("optimization", "checkpoints", "train", "train_cli", "experiments"),  # training
-    ("exported", "predictor", "results"),  # export
-    ("predict", "app", "report"),  # faces
+    ("exported", "calibration", "predictor", "predictor_cli", "results"),  # export
+    ("predict", "app", "app_card", "app_map", "report"),  # faces
 ]
 LAYER_OF = {module: level for level, modules in enumerate(LAYERS) for module in modules}
 
@@ -48,7 +48,7 @@ def test_a_module_imports_nothing_from_a_layer_above_it(module):
     assert not upward, f"src/{module}.py imports from a higher layer: {sorted(upward)}"
 
 
-@pytest.mark.parametrize("face", ["src.predict", "src.app"])
+@pytest.mark.parametrize("face", ["src.predict", "src.app", "src.app_card", "src.app_map"])
 def test_the_faces_load_no_training_code(face):
     """The predict CLI and the app run an exported TorchScript file: torch is all they need."""
     heavy = ["timm", "src.train", "src.gpu_data", "src.transfer", "src.predictor", "matplotlib"]

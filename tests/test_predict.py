@@ -1,4 +1,5 @@
-"""Specification of the predict CLI (src/predict.py): top-k landmarks per photo, and one clear line per bad input."""
+"""Specification of the predict CLI (src/predict.py): top-k landmarks per photo, the likeliest country, "none of
+these landmarks" below the file's threshold, and one clear line per bad input."""
 
 import json
 import os
@@ -8,12 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import src.predict
-from src.predict import main
+from src.calibration import Calibration
+from src.predict import in_country, main
 from src.files import quiet_torchscript
-from src.predictor import export_predictor
+from src.landmarks import landmark_place
+from src.predictor import Predictor, export_predictor
 from tests.conftest import LANDMARK_NAMES, SAMPLES, requires_samples
 
 
@@ -30,20 +34,24 @@ def run(capsys, *argv) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_prints_the_top_k_landmarks_with_their_places(exported_scratch, good_photo, capsys):
+def test_prints_the_top_k_landmarks_with_their_places_then_the_likeliest_country(exported_scratch, good_photo, capsys):
     code, out, err = run(capsys, good_photo, "--model", exported_scratch, "--top-k", "2")
     lines = out.strip().splitlines()
     assert code == 0 and err == ""
-    assert lines[0] == str(good_photo) and len(lines) == 3
+    assert lines[0] == str(good_photo) and len(lines) == 4
     assert lines[1].lstrip().startswith("1. ") and lines[1].rstrip().endswith("%")
     assert any("(Paris, France)" in line for line in lines) or any("(Brussels, Belgium)" in line for line in lines)
+    assert lines[3].startswith("  Most likely in ") and lines[3].endswith("%)")
 
 
-def test_json_output_has_names_places_coordinates_and_probabilities(exported_scratch, good_photo, capsys):
+def test_json_output_has_names_places_coordinates_probabilities_countries_and_known(exported_scratch, good_photo, capsys):
     code, out, _ = run(capsys, good_photo, "--model", exported_scratch, "--json")
     [result] = json.loads(out)
     predictions = result["predictions"]
-    assert code == 0 and result["photo"] == str(good_photo)
+    assert code == 0 and result["photo"] == str(good_photo) and result["known"] is True
+    by_country = {p["country"]: p["probability"] for p in predictions}  # one landmark per country here
+    assert result["countries"] == sorted(result["countries"], key=lambda c: -c["probability"])
+    assert {c["country"]: c["probability"] for c in result["countries"]} == pytest.approx(by_country)
     assert [p["name"] for p in predictions] and {p["name"] for p in predictions} == set(LANDMARK_NAMES)
     assert sum(p["probability"] for p in predictions) == pytest.approx(1.0, abs=1e-5)
     assert predictions == sorted(predictions, key=lambda p: -p["probability"])
@@ -102,7 +110,7 @@ def test_unusual_image_modes_are_converted(mode, exported_scratch, tmp_path, cap
     path = tmp_path / ("photo.jpg" if mode == "CMYK" else "photo.png")
     Image.new("RGB", (320, 240), (90, 140, 200)).convert(mode).save(path)
     code, out, _ = run(capsys, path, "--model", exported_scratch, "--top-k", "1")
-    assert code == 0 and len(out.strip().splitlines()) == 2
+    assert code == 0 and len(out.strip().splitlines()) == 3
 
 
 def png_declaring(width: int, height: int) -> bytes:
@@ -136,7 +144,7 @@ def test_hostile_photos_each_get_one_line_and_odd_but_valid_ones_are_classified(
     os.mkfifo(tmp_path / "pipe.jpg")  # opening it would wait for a writer forever
     code, out, err = run(capsys, *good, *(tmp_path / name for name in bad), "--model", exported_scratch, "--top-k", "1")
     assert code == 1
-    assert len(out.splitlines()) == 2 * len(good) and "caf\\udce9.jpg" in out and "Tōkyō 東京 ☀.jpg" in out
+    assert len(out.splitlines()) == 3 * len(good) and "caf\\udce9.jpg" in out and "Tōkyō 東京 ☀.jpg" in out
     error_lines = err.splitlines()
     assert len(error_lines) == len(bad)
     for (name, words), line in zip(bad.items(), error_lines):
@@ -146,7 +154,7 @@ def test_hostile_photos_each_get_one_line_and_odd_but_valid_ones_are_classified(
 def test_a_photo_the_model_fails_on_is_one_line_and_the_next_photo_is_still_classified(
     exported_scratch, good_photo, tmp_path, monkeypatch, capsys
 ):
-    top_k = src.predict.top_k
+    answer = src.predict.answer
     failing = tmp_path / "fails.jpg"
     failing.write_bytes(good_photo.read_bytes())
 
@@ -155,10 +163,10 @@ def test_a_photo_the_model_fails_on_is_one_line_and_the_next_photo_is_still_clas
             sometimes_fails.failed = True
             raise RuntimeError("The following operation failed in the TorchScript interpreter.\n"
                                "RuntimeError: out of memory")  # fmt: skip
-        return top_k(predictor, image, k)
+        return answer(predictor, image, k)
 
     sometimes_fails.failed = False
-    monkeypatch.setattr(src.predict, "top_k", sometimes_fails)
+    monkeypatch.setattr(src.predict, "answer", sometimes_fails)
     code, out, err = run(capsys, failing, good_photo, "--model", exported_scratch)
     assert code == 1 and err == f"error: {failing}: could not classify this photo (RuntimeError: out of memory)\n"
     assert out.startswith(str(good_photo))
@@ -195,7 +203,7 @@ def test_top_k_larger_than_the_classes_lists_every_class(small_scratch_model, go
     two_classes = torch.nn.Sequential(small_scratch_model, torch.nn.Linear(3, 2)).eval()
     export_predictor(two_classes, LANDMARK_NAMES[:2], [0.5] * 3, [0.25] * 3, tmp_path / "two.pt", 224, 256)
     code, out, _ = run(capsys, good_photo, "--model", tmp_path / "two.pt", "--top-k", "10")
-    assert code == 0 and len(out.strip().splitlines()) == 3
+    assert code == 0 and len(out.strip().splitlines()) == 4, "the photo, both landmarks, the country"
 
 
 @requires_samples
@@ -203,3 +211,124 @@ def test_real_landmark_photos(exported_scratch, capsys):
     photos = sorted((SAMPLES / "test").rglob("*.jpg"))[:3]
     code, out, _ = run(capsys, *photos, "--model", exported_scratch, "--json")
     assert code == 0 and len(json.loads(out)) == 3
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# None of these landmarks, and where
+
+
+def save_predictor(module: torch.nn.Module, path: Path) -> Path:
+    with quiet_torchscript():
+        torch.jit.script(module).save(str(path))
+    return path
+
+
+def with_threshold(model: torch.nn.Module, threshold: float, path: Path) -> Path:
+    """The model exported with a max-probability threshold: 2.0 makes every photo unknown, 0.0 every photo known."""
+    calibration = Calibration(temperature=1.0, score_kind="max_probability", threshold=threshold, images=10)
+    return save_predictor(Predictor(model, LANDMARK_NAMES, [0.5] * 3, [0.25] * 3, 224, 256, calibration), path)
+
+
+def test_a_photo_below_the_threshold_first_says_it_is_none_of_the_landmarks_then_the_best_guesses(
+    small_scratch_model, good_photo, tmp_path, capsys
+):
+    unknown = with_threshold(small_scratch_model, 2.0, tmp_path / "unknown.pt")
+    code, out, err = run(capsys, good_photo, "--model", unknown, "--top-k", "2")
+    lines = out.strip().splitlines()
+    assert code == 0 and err == "" and len(lines) == 5
+    assert lines[:2] == [str(good_photo), "  This does not look like any of the 3 landmarks"]
+    assert lines[2].lstrip().startswith("1. ") and lines[4].startswith("  Most likely in ")
+    known = with_threshold(small_scratch_model, 0.0, tmp_path / "known.pt")
+    _, out, _ = run(capsys, good_photo, "--model", known, "--top-k", "2")
+    assert "does not look like" not in out and len(out.strip().splitlines()) == 4
+
+
+def test_json_says_whether_the_photo_is_known(small_scratch_model, good_photo, tmp_path, capsys):
+    for threshold, known in ((2.0, False), (0.0, True)):
+        path = with_threshold(small_scratch_model, threshold, tmp_path / f"{threshold}.pt")
+        code, out, _ = run(capsys, good_photo, "--model", path, "--json")
+        [result] = json.loads(out)
+        assert code == 0 and result["known"] is known and len(result["predictions"]) == 3
+
+
+class FixedProbabilities(torch.nn.Module):
+    """A predictor file that gives every photo the same probabilities."""
+
+    def __init__(self, names: list[str], probabilities: list[float]):
+        super().__init__()
+        self.class_names, self.class_places = names, [landmark_place(name) for name in names]
+        self.register_buffer("probabilities", torch.tensor([probabilities]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.probabilities
+
+
+def test_the_likeliest_country_sums_its_landmarks_probabilities(good_photo, tmp_path, capsys):
+    """The Eiffel Tower is the likeliest landmark (40%), but two landmarks in the United States add up to 60%."""
+    module = FixedProbabilities(["Golden Gate Bridge", "Eiffel Tower", "Mount Rainier National Park"], [0.35, 0.4, 0.25])
+    path = save_predictor(module, tmp_path / "fixed.pt")
+    _, out, _ = run(capsys, good_photo, "--model", path, "--top-k", "1")
+    assert out.splitlines()[1:] == [f"  1. {'Eiffel Tower (Paris, France)':<60}  40.0%", "  Most likely in the United States (60%)"]
+    _, out, _ = run(capsys, good_photo, "--model", path, "--json")
+    assert json.loads(out)[0]["countries"] == [{"country": "United States", "probability": pytest.approx(0.6)},
+                                               {"country": "France", "probability": pytest.approx(0.4)}]  # fmt: skip
+
+
+@pytest.mark.parametrize("country, words", [("United States", "the United States"), ("France", "France"),
+                                            ("Canada / United States", "Canada or the United States"),
+                                            ("Czech Republic", "the Czech Republic")])  # fmt: skip
+def test_countries_are_named_as_in_a_sentence(country, words):
+    assert in_country(country) == words
+
+
+def test_classes_that_are_not_landmarks_get_no_country_line(small_scratch_model, good_photo, tmp_path, capsys):
+    path = tmp_path / "clothes.pt"
+    export_predictor(small_scratch_model, ["T-shirt", "Trouser", "Bag"], [0.5] * 3, [0.25] * 3, path, 224, 256)
+    code, out, _ = run(capsys, good_photo, "--model", path, "--top-k", "1")
+    assert code == 0 and len(out.strip().splitlines()) == 2 and "Most likely in" not in out
+
+
+class OlderPredictor(torch.nn.Module):
+    """A file exported before calibration: forward only, no classify, temperature or threshold."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model, self.class_names = model, LANDMARK_NAMES
+        self.class_places = ["Paris, France", "San Francisco, California, United States", "Brussels, Belgium"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.interpolate(x.float() / 255, size=[224, 224], mode="bilinear")
+        return torch.softmax(self.model((x - 0.5) / 0.25), dim=1)
+
+
+def test_a_file_exported_before_calibration_knows_every_photo(small_scratch_model, good_photo, tmp_path, capsys):
+    older = save_predictor(OlderPredictor(small_scratch_model), tmp_path / "older.pt")
+    code, out, err = run(capsys, good_photo, "--model", older, "--top-k", "1")
+    assert code == 0 and err == "" and "does not look like" not in out and "Most likely in" in out
+    code, out, _ = run(capsys, good_photo, "--model", older, "--json")
+    assert code == 0 and json.loads(out)[0]["known"] is True
+
+
+class NaNOnBrightPhotos(torch.nn.Module):
+    """A network that breaks down (NaN logits) on bright photos, and works on dark ones."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        return torch.where(x.mean() > 0, logits * float("nan"), logits)
+
+
+def test_nan_probabilities_are_one_line_and_the_next_photo_is_still_classified(
+    small_scratch_model, tmp_path, capsys
+):
+    path = tmp_path / "nan.pt"
+    export_predictor(NaNOnBrightPhotos(small_scratch_model), LANDMARK_NAMES, [0.5] * 3, [0.25] * 3, path, 224, 256)
+    Image.new("RGB", (300, 200), (250, 250, 250)).save(tmp_path / "bright.png")
+    Image.new("RGB", (300, 200), (10, 10, 10)).save(tmp_path / "dark.png")
+    code, out, err = run(capsys, tmp_path / "bright.png", tmp_path / "dark.png", "--model", path, "--json")
+    assert code == 1
+    assert err == f"error: {tmp_path / 'bright.png'}: could not classify this photo (NaN probabilities)\n"
+    assert [result["photo"] for result in json.loads(out)] == [str(tmp_path / "dark.png")]

@@ -1,6 +1,8 @@
 """Specification of src/predictor.py: the exported predictor file and the tools to test it."""
 
+import copy
 import json
+import math
 import os
 import subprocess
 import sys
@@ -12,21 +14,17 @@ import pytest
 import torch
 from PIL import Image
 
+from src.calibration import DEFAULT_SCORE, Calibration, calibrate, calibrated
 from src.data import get_data_loaders, get_normalization
 from src.exported import load_predictor
 from src.files import WriteError, quiet_torchscript
 from src.predictor import (
     MAX_ASPECT,
     Predictor,
-    export,
     export_predictor,
     export_settings,
-    most_confused_pairs,
-    plot_confusion_matrix,
-    predictor_test,
 )
 from src.presets import LANDMARK_IMAGE_SIZE, LANDMARK_RESIZE_SIZE, eval_resize_size, get_transforms
-from src.train_cli import main as train_main
 from src.transfer import PRETRAINED_MEAN, PRETRAINED_STD, get_model_transfer_learning
 from tests.conftest import LANDMARK_NAMES, tmpfs
 
@@ -82,9 +80,9 @@ def test_any_photo_size_works(width, height, exported_scratch):
     assert predictor(photo(width, height)).shape == (1, 3)
 
 
-def reference(model: torch.nn.Module, image: torch.Tensor, image_size: int = 224, resize_size: int = 256):
-    """Probabilities [B, classes] by the plain formula: shorter side to resize_size (antialiased bilinear), central
-    crop, normalize, model, softmax."""
+def reference_crop(image: torch.Tensor, image_size: int = 224, resize_size: int = 256) -> torch.Tensor:
+    """The normalized crop [B, 3, image_size, image_size] by the plain formula: shorter side to resize_size
+    (antialiased bilinear), central crop, normalize."""
     x = image.float() / 255.0
     height, width = x.shape[-2:]
     scale = resize_size / min(height, width)
@@ -93,8 +91,13 @@ def reference(model: torch.nn.Module, image: torch.Tensor, image_size: int = 224
     top, left = round((new_height - image_size) / 2), round((new_width - image_size) / 2)
     x = x[:, :, top : top + image_size, left : left + image_size]
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def reference(model: torch.nn.Module, image: torch.Tensor, image_size: int = 224, resize_size: int = 256):
+    """Probabilities [B, classes] by the plain formula: reference_crop, model, softmax."""
     with torch.no_grad():
-        return torch.softmax(model((x - mean) / std), dim=1)
+        return torch.softmax(model(reference_crop(image, image_size, resize_size)), dim=1)
 
 
 @pytest.mark.parametrize("width, height", [(800, 600), (600, 800), (1600, 400)])
@@ -155,13 +158,15 @@ def test_the_exported_file_works_in_a_fresh_process_that_imports_only_torch(expo
     code = f"""
 import json, sys, torch
 predictor = torch.jit.load({str(exported_scratch)!r})
-probabilities = predictor(torch.randint(0, 256, (1, 3, 600, 800), dtype=torch.uint8))
+probabilities, scores = predictor.classify(torch.randint(0, 256, (1, 3, 600, 800), dtype=torch.uint8))
 print(json.dumps({{"names": list(predictor.class_names), "sum": float(probabilities.sum()),
+                  "known": bool(scores[0] >= predictor.threshold), "temperature": predictor.temperature,
                   "imported_src": any(m == "src" or m.startswith("src.") for m in sys.modules)}}))
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True)
     output = json.loads(result.stdout)
-    assert output == {"names": LANDMARK_NAMES, "sum": pytest.approx(1.0, abs=1e-5), "imported_src": False}
+    assert output == {"names": LANDMARK_NAMES, "sum": pytest.approx(1.0, abs=1e-5), "known": True, "temperature": 1.0,
+                      "imported_src": False}  # fmt: skip
 
 
 def test_export_writes_atomically_and_leaves_the_model_where_it_was(small_scratch_model, tmp_path):
@@ -178,6 +183,92 @@ def test_the_transfer_predictor_exports_and_reloads(transfer_model, tmp_path):
     eager = Predictor(transfer_model, LANDMARK_NAMES, PRETRAINED_MEAN, PRETRAINED_STD, *SIZES)
     image = photo(600, 800)
     assert (reloaded(image) - eager(image)).abs().max() <= 1e-5
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Calibrated probabilities and "none of these landmarks"
+
+
+def test_an_uncalibrated_file_has_temperature_1_and_knows_every_photo(exported_scratch):
+    predictor = load_predictor(exported_scratch)
+    assert (predictor.temperature, predictor.threshold, predictor.score_kind) == (1.0, -math.inf, DEFAULT_SCORE)
+    probabilities, scores = predictor.classify(torch.cat([photo(640, 480, seed) for seed in range(3)]))
+    assert torch.equal(probabilities, predictor(torch.cat([photo(640, 480, seed) for seed in range(3)])))
+    assert (scores >= predictor.threshold).all()
+
+
+@pytest.mark.parametrize("kind", ["max_probability", "energy"])
+def test_classify_gives_calibrated_probabilities_and_the_files_score_scripted_or_not(kind, small_scratch_model):
+    calibration = Calibration(temperature=2.0, score_kind=kind, threshold=0.5, images=10)
+    eager = Predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD, *SIZES, calibration=calibration).eval()
+    images = torch.cat([photo(500, 400, seed) for seed in range(2)])
+    with torch.no_grad():
+        expected = calibrated(small_scratch_model(reference_crop(images)), 2.0, kind)
+    for predictor in (eager, script(eager)):
+        probabilities, scores = predictor.classify(images)
+        assert torch.allclose(probabilities, expected[0], atol=1e-6) and torch.allclose(scores, expected[1], atol=1e-5)
+        assert torch.equal(predictor(images), probabilities)
+        assert (predictor.temperature, predictor.score_kind, predictor.threshold) == (2.0, kind, 0.5)
+
+
+def test_preprocess_gives_the_normalized_crop_and_logits_the_models_output(small_scratch_model, exported_scratch):
+    image = photo(800, 600)
+    for predictor in (Predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD, *SIZES), load_predictor(exported_scratch)):
+        crop = predictor.preprocess(image)
+        assert crop.shape == (1, 3, 224, 224) and torch.allclose(crop, reference_crop(image), atol=1e-6)
+        with torch.no_grad():
+            assert torch.allclose(predictor.logits(crop), small_scratch_model(crop), atol=1e-5)
+
+
+def test_export_with_the_validation_loader_calibrates_the_file(loaders, small_scratch_model, tmp_path):
+    model = copy.deepcopy(small_scratch_model).train()
+    path = tmp_path / "calibrated.pt"
+    export_predictor(model, path=path, calibration_loader=loaders["valid"], **export_settings(loaders["test"]))
+    predictor, expected = load_predictor(path), calibrate(small_scratch_model, loaders["valid"])
+    assert predictor.temperature == pytest.approx(expected.temperature) and predictor.score_kind == DEFAULT_SCORE
+    assert predictor.threshold == pytest.approx(expected.threshold) and math.isfinite(predictor.threshold)
+    crops = torch.cat([images for images, _ in loaders["valid"]])
+    with torch.no_grad():
+        _, scores = calibrated(predictor.logits(crops), predictor.temperature, predictor.score_kind)
+    assert (scores >= predictor.threshold).float().mean() >= 0.95
+    assert model.training, "the model is left in the mode it was in"
+
+
+class NaNModel(torch.nn.Module):
+    """A network whose logits are NaN (weights ruined by a diverged training run)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) * float("nan")
+
+
+@pytest.mark.parametrize("case, words", [
+    ("training loader", "must be the validation loader (loaders['valid']), not the training loader"),
+    ("another image size", "prepares images unlike the exported file (image_size 48, not 32; resize_size 55, not 37)"),
+    ("one class", "has images of only 1 class"),
+    ("NaN logits", "the model gives NaN or infinite logits for"),
+])  # fmt: skip
+def test_a_calibration_loader_that_does_not_fit_is_one_line_and_nothing_is_written(
+    case, words, loaders, landmark_data, small_scratch_model, tmp_path
+):
+    model, calibration_loader = small_scratch_model, loaders["valid"]
+    if case == "training loader":
+        calibration_loader = loaders["train"]
+    elif case == "another image size":
+        calibration_loader = get_data_loaders(batch_size=8, num_workers=0, image_size=48)["valid"]
+    elif case == "one class":
+        valid = loaders["valid"].dataset
+        first = [i for i in valid.indices if valid.dataset.targets[i] == 0]
+        calibration_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(valid.dataset, first), batch_size=8)
+    else:
+        model = NaNModel(small_scratch_model)
+    with pytest.raises(ValueError) as info:
+        export_predictor(model, path=tmp_path / "x.pt", calibration_loader=calibration_loader, **export_settings(loaders["test"]))
+    assert words in str(info.value) and "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -209,16 +300,6 @@ def tiny_disk(tmp_path):
         yield disk
 
 
-def test_export_of_a_checkpoint_without_a_readable_run_record_is_one_line(tmp_path, small_scratch_model):
-    checkpoint = tmp_path / "scratch.pt"
-    torch.save(small_scratch_model.state_dict(), checkpoint)
-    with pytest.raises(ValueError, match=r"scratch.json: no such file\. Export a checkpoint that"):
-        export(checkpoint)
-    checkpoint.with_suffix(".json").write_text("")  # what a full disk left before records were written atomically
-    with pytest.raises(ValueError, match=r"is damaged or from another model \(Expecting value: line 1"):
-        export(checkpoint)
-
-
 def test_export_to_a_full_disk_is_one_line_and_keeps_the_previous_file(small_scratch_model, transfer_model, tiny_disk):
     path = tiny_disk / "exported.pt"
     export_predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD, path, *SIZES)  # about 0.1 MB: fits
@@ -232,23 +313,6 @@ def test_export_to_a_full_disk_is_one_line_and_keeps_the_previous_file(small_scr
 
 # ----------------------------------------------------------------------------------------------------------------------
 # From a training run to an exported file, and testing it
-
-
-def test_export_from_a_cli_checkpoint_and_predictor_test(landmark_data, tmp_path, capsys):
-    checkpoint = tmp_path / "scratch_landmarks.pt"
-    argv = ["--model", "scratch", "--epochs", "1", "--image-size", "64", "--batch-size", "8",
-            "--num-workers", "0", "--save-path", str(checkpoint)]  # fmt: skip
-    assert train_main(argv) == 0
-    exported = export(checkpoint, tmp_path / "original_exported.pt")
-    predictor = load_predictor(exported)
-    assert list(predictor.class_names) == json.loads(checkpoint.with_suffix(".json").read_text())["class_names"]
-    assert predictor.image_size == 64
-
-    loaders = get_data_loaders(batch_size=4, num_workers=0)
-    accuracy, confusion = predictor_test(loaders["test"], predictor)
-    assert confusion.shape == (3, 3) and confusion.sum() == len(loaders["test"].dataset)
-    assert accuracy == pytest.approx(np.trace(confusion) / confusion.sum())
-    assert "Accuracy of the exported predictor" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("dataset, image_size, resize_size", [("landmarks", 64, 73), ("fashion-mnist", 28, 28)])
@@ -266,46 +330,6 @@ def test_export_settings_come_from_the_evaluation_loader(landmark_data, dataset,
         export_settings(loaders["train"])
 
 
-def test_a_model_trained_by_the_cli_reaches_the_app_by_one_command(landmark_data, tmp_path, monkeypatch, capsys):
-    """python -m src.train writes checkpoints/best_val_loss.pt; python -m src.predictor --export turns it into
-    checkpoints/original_exported.pt, the file the app loads, and tests it."""
-    from src import helpers, predictor
-
-    monkeypatch.setattr(helpers, "CHECKPOINTS_DIR", tmp_path)
-    argv = ["--epochs", "1", "--image-size", "64", "--batch-size", "8", "--num-workers", "0"]
-    assert train_main(argv) == 0
-    assert (tmp_path / "best_val_loss.pt").is_file() and (tmp_path / "best_val_loss.json").is_file()
-    assert predictor.main(["--export", str(tmp_path / "best_val_loss.pt")]) == 0
-    out = capsys.readouterr().out
-    assert f"Exported {tmp_path / 'best_val_loss.pt'} to {tmp_path / 'original_exported.pt'}" in out
-    assert f"{tmp_path / 'original_exported.pt'}: test accuracy" in out
-    assert list(load_predictor(tmp_path / "original_exported.pt").class_names) == [
-        "Synthetic Landmark A", "Synthetic Landmark B", "Synthetic Landmark C"
-    ]  # fmt: skip
-
-
-def test_the_command_line_exports_nothing_from_a_checkpoint_without_its_record(tmp_path, small_scratch_model, capsys):
-    from src import predictor
-
-    torch.save(small_scratch_model.state_dict(), tmp_path / "m.pt")
-    assert predictor.main(["--export", str(tmp_path / "m.pt")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"error: {tmp_path / 'm.json'}: no such file") and err.count("\n") == 1
-
-
-def test_most_confused_pairs_lists_the_largest_mistakes_first():
-    confusion = np.array([[5, 3, 0], [1, 7, 0], [0, 4, 2]])
-    assert most_confused_pairs(confusion, ["A", "B", "C"], k=5) == [("C", "B", 4), ("A", "B", 3), ("B", "A", 1)]
-
-
-def test_the_confusion_matrix_plot_is_titled_and_labelled():
-    fig = plot_confusion_matrix(np.array([[3, 1], [0, 4]]), ["Eiffel Tower", "Atomium"])
-    ax = fig.axes[0]
-    assert ax.get_title() and ax.get_xlabel() == "predicted landmark" and ax.get_ylabel() == "true landmark"
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["Eiffel Tower", "Atomium"]
-    matplotlib.pyplot.close(fig)
-
-
 def test_a_fashion_mnist_predictor_preprocesses_like_its_eval_transform(small_scratch_model):
     """Fashion-MNIST's eval transform only resizes (no 256/224 crop): the exported file must do the same."""
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8), "L")
@@ -316,40 +340,18 @@ def test_a_fashion_mnist_predictor_preprocesses_like_its_eval_transform(small_sc
     assert (predictor(pixels) - expected).abs().max() < 1e-5
 
 
-def test_the_command_line_tests_exported_models_on_the_test_split(landmark_data, exported_scratch, capsys):
-    from src.predictor import main
-
-    assert main([str(exported_scratch)]) == 0
-    assert f"{exported_scratch}: test accuracy" in capsys.readouterr().out
 
 
-def test_the_command_line_says_in_one_line_when_a_model_is_missing(landmark_data, tmp_path, capsys):
-    from src.predictor import main
-
-    assert main([str(tmp_path / "nothing.pt")]) == 2
-    err = capsys.readouterr().err
-    assert "no exported model there" in err and err.count("\n") == 1
-
-
-def test_the_command_line_checks_every_model_before_reading_the_test_split(
-    exported_scratch, small_scratch_model, tmp_path, monkeypatch, capsys
-):
-    import src.predictor
-
-    monkeypatch.setattr(src.predictor, "get_data_loaders", lambda **_: pytest.fail("the test split was read first"))
-    bare = tmp_path / "bare.pt"
-    script(small_scratch_model).save(str(bare))  # a scripted network that is not an exported predictor
-    assert src.predictor.main([str(exported_scratch), str(bare)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"error: {bare}: a TorchScript model without class names") and err.count("\n") == 1
-
-
-@pytest.mark.parametrize("argv, words", [(["--dataset", "imagenet"], "argument --dataset: invalid choice"),
-                                         (["--bogus"], "unrecognized arguments: --bogus")])  # fmt: skip
-def test_the_command_line_refuses_bad_options_in_one_line(argv, words, capsys):
-    from src.predictor import main
-
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and err.startswith("error: ") and words in err and err.count("\n") == 1
+def test_an_exported_file_explains_where_its_model_looked_when_the_model_allows_it(small_scratch_model, tmp_path):
+    """MyModel and the transfer models end in average pooling + one linear layer: their files get explain()
+    (src/cam.py), which gives the same probabilities as forward; any other model is exported without it."""
+    export_predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD, tmp_path / "cam.pt", 32, 36)
+    other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    other(torch.zeros(1, 3, 32, 32))
+    export_predictor(other, LANDMARK_NAMES, MEAN, STD, tmp_path / "plain.pt", 32, 36)
+    explaining, plain = load_predictor(tmp_path / "cam.pt"), load_predictor(tmp_path / "plain.pt")
+    assert hasattr(explaining, "explain") and not hasattr(plain, "explain")
+    with torch.inference_mode():
+        probabilities, scores, heatmaps = explaining.explain(photo(50, 40))
+        assert torch.allclose(probabilities, explaining(photo(50, 40)), atol=1e-6)
+    assert heatmaps.shape == (1, 40, 50) and scores.shape == (1,)

@@ -13,8 +13,10 @@ from src.visualize import (
     accuracy_table,
     format_table,
     image_sizes,
+    most_confused_pairs,
     plot_augmentations,
     plot_class_counts,
+    plot_confusion_matrix,
     plot_histories,
     plot_image_sizes,
     plot_test_accuracies,
@@ -156,3 +158,16 @@ def test_test_accuracies_as_a_table_and_as_bars_in_percent():
     assert [bar.get_width() for bar in ax.patches] == pytest.approx([81.25, 50])
     assert [text.get_text() for text in ax.texts] == ["81.2%", "50.0%"]
     assert ax.yaxis_inverted(), "the first model is on top"
+
+
+def test_most_confused_pairs_lists_the_largest_mistakes_first():
+    confusion = np.array([[5, 3, 0], [1, 7, 0], [0, 4, 2]])
+    assert most_confused_pairs(confusion, ["A", "B", "C"], k=5) == [("C", "B", 4), ("A", "B", 3), ("B", "A", 1)]
+
+
+def test_the_confusion_matrix_plot_is_titled_and_labelled():
+    fig = plot_confusion_matrix(np.array([[3, 1], [0, 4]]), ["Eiffel Tower", "Atomium"])
+    ax = fig.axes[0]
+    assert ax.get_title() and ax.get_xlabel() == "predicted landmark" and ax.get_ylabel() == "true landmark"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Eiffel Tower", "Atomium"]
+    plt.close(fig)
