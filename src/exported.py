@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import io
+import math
 import zipfile
 from pathlib import Path
 
@@ -160,7 +161,7 @@ def answer(predictor: torch.jit.ScriptModule, image, k: int = 5, explain: bool =
     for row, probability in zip(rows, probabilities.tolist()):
         if row:
             countries[row["country"]] = countries.get(row["country"], 0.0) + probability
-    known = scores is None or float(scores[0]) >= float(predictor.threshold)
+    known = scores is None or float(scores[0]) >= float(getattr(predictor, "threshold", -math.inf))  # none: all known
     return {"predictions": predictions, "countries": sorted(countries.items(), key=lambda item: -item[1]),
             "known": known, "heatmap": heatmap}  # fmt: skip
 
