@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import ipywidgets as widgets
 from PIL import Image
 
-from src.exported import SCRATCH_EXPORT, TRANSFER_EXPORT, error_line, load_predictor, top_k, warm_up
+from src.app_card import answer_html, jpeg_thumbnail, message_html, result_card
+from src.exported import SCRATCH_EXPORT, TRANSFER_EXPORT, answer, error_line, load_predictor, warm_up
 from src.helpers import DataError, class_folders, get_data_location, list_images
 from src.images import PhotoError, open_photo
 from src.landmarks import display_name
@@ -27,40 +27,7 @@ MODEL_CHOICES = {  # label in the dropdown -> exported file; the first one that 
     "Transfer learning (EfficientNet-Lite0)": TRANSFER_EXPORT,
     "From scratch (MyModel)": SCRATCH_EXPORT,
 }
-THUMBNAIL_SIZE = 256  # px, longest side of the photo shown next to its chart
-
-
-def bar_chart_html(predictions: list[dict]) -> str:
-    """A horizontal bar chart (HTML) of predictions from src.exported.top_k, most likely first."""
-    rows = []
-    for p in predictions:
-        label = html.escape(p["name"]) + (f' <span class="place">{html.escape(p["place"])}</span>' if p["place"] else "")
-        percent = 100 * p["probability"]
-        rows.append(
-            f'<div class="prediction" style="display:flex;align-items:center;margin:3px 0">'
-            f'<div class="label" style="width:270px;font-size:13px;line-height:1.2">{label}</div>'
-            f'<div style="width:220px;background:#eef1f5;height:16px;margin:0 8px">'
-            f'<div style="width:{percent:.1f}%;background:#3b7dd8;height:16px"></div></div>'
-            f'<div class="probability" style="width:55px;text-align:right;font-size:13px">{percent:.1f}%</div></div>'
-        )
-    return (
-        '<style>.place{color:#667;font-size:11px;display:block}</style>'
-        '<div class="chart"><b>Most likely landmarks</b>' + "".join(rows) + "</div>"
-    )
-
-
-def jpeg_thumbnail(image: Image.Image) -> bytes:
-    """The photo as a JPEG at most THUMBNAIL_SIZE px on its longest side."""
-    image = image.copy()
-    image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
-
-def message_html(text: str, kind: str = "error") -> str:
-    colour = {"error": "#b00020", "info": "#333"}[kind]
-    return f'<div class="{kind}" style="color:{colour};margin:6px 0">{html.escape(text)}</div>'
+WARM_UP_SIZE = (800, 600)  # px: a blank photo of a usual size warms the model up before the first upload
 
 
 class LandmarkApp:
@@ -91,9 +58,14 @@ class LandmarkApp:
         self.prepare_model()  # now, so that the first upload gets its answer at full speed
 
     def prepare_model(self) -> None:
-        """Load and warm up the chosen model; a broken file shows its one-line message."""
+        """Load and warm up the chosen model (and its explain, which each photo's answer runs when the file has it);
+        a broken file shows its one-line message."""
         try:
-            warm_up(self.predictor())
+            predictor = self.predictor()
+            warm_up(predictor)
+            if hasattr(predictor, "explain"):  # TorchScript optimizes each method during its own first calls
+                for _ in range(2):
+                    answer(predictor, Image.new("RGB", WARM_UP_SIZE), explain=True)
         except Exception as err:  # noqa: BLE001 - the app's boundary: a message on the page, never a traceback
             self.status.value = message_html(self.model_problem(err))
 
@@ -111,7 +83,8 @@ class LandmarkApp:
         return f"{self.choices.get(self.model.value, self.model.value)}: cannot use this model ({error_line(err)})."
 
     def show(self) -> None:
-        """Predict every uploaded photo with the chosen model and k; each photo gets a row or an error line.
+        """Answer every uploaded photo with the chosen model and k; each photo gets a card (src/app_card.py) or an error
+        line.
 
         Runs from the widgets' observers: whatever goes wrong ends as one line on the page, never an exception.
         """
@@ -119,38 +92,44 @@ class LandmarkApp:
         try:
             predictor = self.predictor()
         except Exception as err:  # noqa: BLE001 - the app's boundary
-            self.results.children = ()  # the rows of another model must not look like this one's answers
+            self.replace_results([])  # the cards of another model must not look like this one's answers
             self.status.value = message_html(self.model_problem(err))
             return
         try:  # ipywidgets 8: a tuple of dicts with name, type, size, content
             uploads = [(str(upload["name"]), bytes(upload["content"])) for upload in self.upload.value]
         except Exception as err:  # noqa: BLE001 - the app's boundary
-            self.results.children = ()
+            self.replace_results([])
             self.status.value = message_html(f"Could not read the uploaded files ({error_line(err)}). Upload again.")
             return
-        self.results.children = [self.photo_row(predictor, name, content) for name, content in uploads]
+        self.replace_results([result_card(predictor, name, content, self.top_k.value) for name, content in uploads])
 
-    def photo_row(self, predictor, name: str, content: bytes) -> widgets.Widget:
-        """The photo's thumbnail and chart, or one error line."""
-        try:
-            image = open_photo(io.BytesIO(content), name)
-            predictions = top_k(predictor, image, self.top_k.value)
-            thumbnail = jpeg_thumbnail(image)
-        except PhotoError as err:
-            return widgets.HTML(message_html(f"{err}. Please upload a photo (JPEG, PNG, ...)."))
-        except Exception as err:  # noqa: BLE001 - the app must keep working whatever happens with one photo
-            return widgets.HTML(message_html(f"{name}: could not classify this photo ({error_line(err)})."))
-        picture = widgets.Image(value=thumbnail, format="jpeg", layout=widgets.Layout(margin="0 16px 0 0"))
-        caption = widgets.HTML(f"<b>{html.escape(name)}</b>")
-        return widgets.HBox([widgets.VBox([caption, picture]), widgets.HTML(bar_chart_html(predictions))],
-                            layout=widgets.Layout(margin="10px 0"))  # fmt: skip
+    def replace_results(self, cards: list[widgets.Widget]) -> None:
+        """Show these cards instead of the previous ones, which are closed: a long session does not pile up widgets."""
+        previous, self.results.children = self.results.children, cards
+        for card in previous:
+            close_widgets(card)
+
+
+def close_widgets(widget: widgets.Widget) -> None:
+    """Close a widget and every widget it holds (children, layouts, styles, a map's layers, controls and icons), so
+    that the kernel and the page forget them."""
+    stack, seen = [widget], set()
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        for value in (getattr(item, name, None) for name in item.keys):
+            stack.extend(held for held in (value if isinstance(value, (list, tuple)) else [value])
+                         if isinstance(held, widgets.Widget))  # fmt: skip
+        item.close()
 
 
 def prediction_gallery(photos: Sequence[Path], model_choices: dict[str, Path] | None = None, k: int = 5) -> str:
     """The app's answer for each photo as static HTML (it survives a notebook's export to a web page, where widgets
-    do not react): the photo with the landmark it shows (its folder's name), beside the top-k chart of every exported
-    model that exists. A photo or a model that
-    cannot be used gets its one-line message instead."""
+    do not react): the photo with the landmark it shows (its folder's name), beside the answer of every exported model
+    that exists (its top-k chart and most likely country; its verdict when the photo is none of the landmarks). A
+    photo or a model that cannot be used gets its one-line message instead."""
     choices = {label: Path(path) for label, path in (model_choices or MODEL_CHOICES).items() if Path(path).is_file()}
     predictors = {}
     for label, path in choices.items():
@@ -169,8 +148,9 @@ def prediction_gallery(photos: Sequence[Path], model_choices: dict[str, Path] | 
         caption = f"{html.escape(Path(photo).name)}<br>shows: {html.escape(display_name(Path(photo).parent.name))}"
         charts = []
         for label, predictor in predictors.items():
-            answer = message_html(predictor) if isinstance(predictor, str) else bar_chart_html(top_k(predictor, image, k))
-            charts.append(f"<div style='margin-bottom:8px'><i>{html.escape(label)}</i>{answer}</div>")
+            shown = message_html(predictor) if isinstance(predictor, str) else answer_html(
+                answer(predictor, image, k), len(predictor.class_names))  # fmt: skip
+            charts.append(f"<div style='margin-bottom:8px'><i>{html.escape(label)}</i>{shown}</div>")
         rows.append(f"<div style='display:flex;margin:12px 0'><div style='margin-right:16px'><b>{caption}</b><br>"
                     f"<img src='data:image/jpeg;base64,{picture}'></div><div>{''.join(charts)}</div></div>")  # fmt: skip
     return "".join(rows) or message_html("No photos to show.", "info")
@@ -187,6 +167,14 @@ def held_out_photos(n: int = 4) -> list[Path]:
     return [images[0] for images in (sorted(list_images(folder)[0]) for folder in chosen) if images]
 
 
+def where_test_photos_are() -> str:
+    """'in <dataset>/test', or '(no landmark dataset found)' when there is none."""
+    try:
+        return f"in {get_data_location()}/test"
+    except (DataError, OSError):
+        return "(no landmark dataset found)"
+
+
 def show_gallery(photos: Sequence[Path], k: int = 5) -> None:
     """Display prediction_gallery in a notebook, with a record of what it showed for src/report.py's summary."""
     from IPython.display import display
@@ -194,7 +182,7 @@ def show_gallery(photos: Sequence[Path], k: int = 5) -> None:
     models = [label for label, path in MODEL_CHOICES.items() if path.is_file()]
     record = {"kind": "app", "photos": len(photos), "models": models, "top_k": k}
     gallery = prediction_gallery(photos, k=k) if photos else message_html(
-        f"No test photos in {get_data_location()}/test: the gallery shows held-out photos of the dataset.", "info"
+        f"No test photos {where_test_photos_are()}: the gallery shows held-out photos of the dataset.", "info"
     )  # fmt: skip
     display({"text/html": f"<div id='results-app'>{gallery}</div>", "text/plain": str(record), RESULTS_MIME: record},
             raw=True)  # fmt: skip

@@ -13,14 +13,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ipyleaflet import CircleMarker
 from PIL import Image
 
 import src.app as app_module
-from src.app import LandmarkApp, bar_chart_html, held_out_photos, prediction_gallery
-from src.exported import load_predictor, top_k
+import src.app_card as card_module
+from src.app import LandmarkApp, held_out_photos, prediction_gallery, show_gallery
+from src.app_card import answer_html, bar_chart_html
+from src.exported import answer, load_predictor, top_k
 from src.files import quiet_torchscript
 from src.images import open_photo
 from src.landmarks import display_name
+from tests.test_app_card import card_parts, explaining_file, older_file
 
 PROJECT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -66,6 +70,7 @@ def test_the_gallery_shows_each_photo_with_each_models_top_k_chart(exported_scra
     assert page.count(f"shows: {display_name(tmp_path.name)}") == 2, "the landmark each photo shows: its folder's"
     assert page.count(bar_chart_html(expected_top(exported_scratch, jpeg_bytes(0), 3))) == 1
     assert page.count(bar_chart_html(expected_top(exported_scratch, jpeg_bytes(1), 3))) == 1
+    assert page.count("Most likely in ") == 2, "each answer names its most likely country"
     assert "Missing" not in page, "models that were not exported are left out"
 
 
@@ -91,24 +96,41 @@ def test_held_out_photos_without_the_dataset_are_none(tmp_path, monkeypatch):
     assert held_out_photos(4) == []
 
 
+def test_the_gallery_without_the_dataset_says_so_in_one_line(tmp_path, monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda data, raw: shown.append(data))
+    monkeypatch.setenv("LANDMARK_DATA", str(tmp_path / "missing"))
+    show_gallery(held_out_photos(4))
+    page = shown[0]["text/html"]
+    assert "No test photos (no landmark dataset found)" in page and one_line_message(page.split(">", 1)[1])
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Widgets
 
 
-def test_each_uploaded_photo_gets_its_picture_and_a_top_k_chart(app, exported_scratch):
+def expected_answer(exported: Path, content: bytes, k: int = 5) -> str:
+    predictor = load_predictor(exported)
+    return answer_html(answer(predictor, open_photo(io.BytesIO(content)), k), len(predictor.class_names))
+
+
+def test_each_uploaded_photo_gets_a_card_with_its_picture_answer_and_map(app, exported_scratch):
     photos = [("a.jpg", jpeg_bytes(0)), ("b.jpg", jpeg_bytes(1, (480, 640)))]
     upload(app, *photos)
     assert len(app.results.children) == 2
-    for row, (_, content) in zip(app.results.children, photos):
-        picture_column, chart = row.children
-        assert picture_column.children[1].format == "jpeg"
-        assert chart.value == bar_chart_html(expected_top(exported_scratch, content))
+    for card, (name, content) in zip(app.results.children, photos):
+        column, words, world = card_parts(card)
+        assert name in column.children[0].value and column.children[1].format == "jpeg"
+        assert words.value == expected_answer(exported_scratch, content)
+        assert len([layer for layer in world.layers if isinstance(layer, CircleMarker)]) == 3
 
 
 def test_k_is_adjustable_from_1_to_10(app):
     upload(app, ("a.jpg", jpeg_bytes()))
     app.top_k.value = 1
-    assert app.results.children[0].children[1].value.count('class="prediction"') == 1
+    _, words, world = card_parts(app.results.children[0])
+    assert words.value.count('class="prediction"') == 1
+    assert len([layer for layer in world.layers if isinstance(layer, CircleMarker)]) == 1
     assert (app.top_k.min, app.top_k.max) == (1, 10)
 
 
@@ -117,14 +139,33 @@ def test_a_bad_upload_gets_a_friendly_message_and_the_app_keeps_working(app):
     first, second, good = app.results.children
     assert "notes.txt: not an image file" in first.value and "Traceback" not in first.value
     assert "empty.jpg: the file is empty" in second.value
-    assert 'class="chart"' in good.children[1].value
+    assert 'class="chart"' in card_parts(good)[1].value
     upload(app, ("next.jpg", jpeg_bytes(2)))
-    assert 'class="chart"' in app.results.children[0].children[1].value
+    assert 'class="chart"' in card_parts(app.results.children[0])[1].value
 
 
-def test_the_chart_labels_bars_with_name_place_and_probability():
-    chart = bar_chart_html([{"name": "Eiffel Tower", "place": "Paris, France", "probability": 0.873}])
-    assert "Eiffel Tower" in chart and "Paris, France" in chart and "87.3%" in chart and "width:87.3%" in chart
+def test_the_cards_an_upload_replaces_are_closed_with_all_their_widgets(app):
+    upload(app, ("a.jpg", jpeg_bytes()))
+    column, words, world = card_parts(app.results.children[0])
+    held = [app.results.children[0], column, column.children[1], words, words.layout, world, *world.layers,
+            world.layers[-1].icon, *world.controls]  # fmt: skip
+    upload(app, ("b.jpg", jpeg_bytes(1)))
+    assert [widget for widget in held if widget.comm is not None] == []
+    assert app.results.children[0].comm is not None and app.upload.comm is not None, "the new card and the app stay"
+
+
+def test_a_photo_that_is_none_of_the_landmarks_says_so_with_the_number_of_landmarks(exported_scratch, tmp_path):
+    app = LandmarkApp({"Strict": explaining_file(exported_scratch, 1.01, tmp_path / "strict.pt")})
+    upload(app, ("cat.jpg", jpeg_bytes()))
+    assert "This does not look like any of the 3 landmarks." in card_parts(app.results.children[0])[1].value
+
+
+def test_a_file_that_explains_is_warmed_up_with_explain_too(exported_scratch, tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.setattr(app_module, "answer", lambda predictor, image, explain=False: asked.append(explain))
+    LandmarkApp({"Explains": explaining_file(exported_scratch, 0.0, tmp_path / "explains.pt")})
+    LandmarkApp({"Older": older_file(exported_scratch, tmp_path / "older.pt")})
+    assert asked == [True, True], "TorchScript optimizes explain during its own first two calls"
 
 
 def test_the_dropdown_switches_between_exported_models(exported_scratch, tmp_path):
@@ -183,7 +224,7 @@ def test_a_file_that_is_not_a_predictor_is_one_line_and_a_good_model_can_still_b
     assert app.results.children == ()
     app.model.value = "Scratch"
     assert app.status.value == "" and len(app.results.children) == 2
-    assert 'class="chart"' in app.results.children[0].children[1].value
+    assert 'class="chart"' in card_parts(app.results.children[0])[1].value
     app.model.value = "Bare"
     assert "without class names" in app.status.value and app.results.children == (), "no answers of another model"
 
@@ -223,17 +264,17 @@ def test_any_error_while_loading_the_model_for_an_upload_is_one_line(exported_sc
     assert "cannot use this model (MemoryError)" in app.status.value and one_line_message(app.status.value)
 
 
-def test_any_error_with_one_photo_is_one_line_in_its_row_and_the_others_are_shown(app, monkeypatch):
-    real_top_k = app_module.top_k
+def test_any_error_with_one_photo_is_one_line_in_its_place_and_the_others_are_shown(app, monkeypatch):
+    real_answer = card_module.answer
 
-    def fails_on_the_small_photo(predictor, image, k):
-        return torchscript_error() if image.width == 100 else real_top_k(predictor, image, k)
+    def fails_on_the_small_photo(predictor, image, k, explain):
+        return torchscript_error() if image.width == 100 else real_answer(predictor, image, k, explain)
 
-    monkeypatch.setattr(app_module, "top_k", fails_on_the_small_photo)
+    monkeypatch.setattr(card_module, "answer", fails_on_the_small_photo)
     upload(app, ("big.jpg", jpeg_bytes(0, (100, 80))), ("good.jpg", jpeg_bytes(1)))
     failed, good = app.results.children
     assert "big.jpg: could not classify this photo (RuntimeError: out of memory)" in failed.value
-    assert one_line_message(failed.value) and 'class="chart"' in good.children[1].value
+    assert one_line_message(failed.value) and 'class="chart"' in card_parts(good)[1].value
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -248,15 +289,17 @@ def free_port() -> int:
 
 @pytest.fixture
 def voila_url(exported_scratch, tmp_path):
-    """`make app`'s command on a free port, with a small exported model as the app's transfer model."""
+    """`make app`'s command on a free port. Its two models are small exported files that explain: the transfer one
+    knows every photo, the from-scratch one none (its threshold is above any probability)."""
     if CHROMIUM is None:
         pytest.skip("Chromium is not installed (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
-    shutil.copy(exported_scratch, checkpoints / "transfer_exported.pt")
+    explaining_file(exported_scratch, 0.0, checkpoints / "transfer_exported.pt")
+    explaining_file(exported_scratch, 1.01, checkpoints / "original_exported.pt")
     port = free_port()
-    env = {**os.environ, "LANDMARK_CHECKPOINTS": str(checkpoints)}
+    env = {**os.environ, "LANDMARK_CHECKPOINTS": str(checkpoints), "LANDMARK_DATA": str(tmp_path / "no_data")}
     voila = Path(sys.executable).with_name("voila")
     server = subprocess.Popen(
         [voila, "app.ipynb", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"],
@@ -278,14 +321,11 @@ def voila_url(exported_scratch, tmp_path):
         server.wait(timeout=20)
 
 
-def test_the_voila_page_classifies_an_uploaded_photo_and_explains_a_bad_file(voila_url, exported_scratch, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
-
-    photo = tmp_path / "holiday.jpg"
-    photo.write_bytes(jpeg_bytes(3))
-    text_file = tmp_path / "notes.txt"
-    text_file.write_text("not a photo")
-    expected = expected_top(exported_scratch, photo.read_bytes())
+@pytest.fixture
+def offline_page(voila_url):
+    """A headless Chromium page with the Voila app loaded, offline: every request that is not to the app's server is
+    refused (map tiles included) and recorded in page.refused."""
+    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -295,29 +335,84 @@ def test_the_voila_page_classifies_an_uploaded_photo_and_explains_a_bad_file(voi
         )  # fmt: skip
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.refused = []
+
+            def offline(route):
+                if route.request.url.startswith(voila_url):
+                    return route.continue_()
+                page.refused.append(route.request.url)
+                return route.abort("internetdisconnected")
+
+            page.route("**/*", offline)
             page.goto(voila_url, timeout=120_000)
-            button = page.get_by_role("button", name="Upload photos")
-            button.wait_for(timeout=120_000)  # the kernel has run the notebook
-
-            # The FileUpload widget has no <input type=file> in the page: the click opens a file chooser.
-            with page.expect_file_chooser() as chooser:
-                button.click()
-            chooser.value.set_files(str(photo))
-            chart = page.locator(".chart").first
-            chart.wait_for(timeout=60_000)
-            labels = chart.locator(".prediction .label")
-            expect(labels).to_have_count(len(expected))  # top 5 of a 3-class model: all 3
-            assert labels.first.inner_text().startswith(expected[0]["name"])
-            assert expected[0]["place"] in labels.first.inner_text()
-            assert chart.locator(".probability").first.inner_text() == f"{100 * expected[0]['probability']:.1f}%"
-            page.screenshot(path=str(tmp_path / "app_screenshot.png"), full_page=True)
-
-            with page.expect_file_chooser() as chooser:
-                button.click()
-            chooser.value.set_files(str(text_file))
-            error = page.locator(".error").first
-            error.wait_for(timeout=60_000)
-            assert "notes.txt: not an image file" in error.inner_text()
-            assert "Traceback" not in page.content()
+            page.get_by_role("button", name="Upload photos").wait_for(timeout=120_000)  # the kernel ran the notebook
+            yield page
         finally:
             browser.close()
+
+
+def choose_files(page, *paths: Path) -> None:
+    """The FileUpload widget has no <input type=file> in the page: the click opens a file chooser."""
+    with page.expect_file_chooser() as chooser:
+        page.get_by_role("button", name="Upload photos").click()
+    chooser.value.set_files([str(path) for path in paths])
+
+
+def test_the_voila_page_answers_an_upload_with_a_chart_the_country_and_a_map_offline(offline_page, exported_scratch,
+                                                                                      tmp_path):  # fmt: skip
+    from playwright.sync_api import expect
+
+    page = offline_page
+    photo = tmp_path / "holiday.jpg"
+    photo.write_bytes(jpeg_bytes(3))
+    choose_files(page, photo)
+    chart = page.locator(".chart").first
+    chart.wait_for(timeout=60_000)
+    expected = expected_top(exported_scratch, photo.read_bytes())
+    labels = chart.locator(".prediction .label")
+    expect(labels).to_have_count(len(expected))  # top 5 of a 3-class model: all 3
+    assert labels.first.locator(".rank").inner_text() == "1"
+    assert expected[0]["name"] in labels.first.inner_text() and expected[0]["place"] in labels.first.inner_text()
+    assert chart.locator(".probability").first.inner_text() == f"{100 * expected[0]['probability']:.1f}%"
+    assert page.locator(".country").first.inner_text().startswith("Most likely in ")
+
+    world = page.locator(".leaflet-container").first
+    expect(world.locator("path.leaflet-interactive")).to_have_count(3)  # a circle for each of the top 3
+    expect(world.locator(".map-rank")).to_have_count(3)
+    assert world.locator(".map-rank").all_inner_texts() == ["3", "2", "1"]  # the most likely drawn last, on top
+    assert any("tile.openstreetmap.org" in url for url in page.refused), "the map asked for its tiles, offline"
+    page.screenshot(path=str(tmp_path / "app_screenshot.png"), full_page=True)
+
+
+def test_the_voila_toggle_shows_where_the_model_looked(offline_page, tmp_path):
+    page = offline_page
+    photo = tmp_path / "holiday.jpg"
+    photo.write_bytes(jpeg_bytes(3))
+    choose_files(page, photo)
+    toggle = page.get_by_role("button", name="Show where the model looked")
+    toggle.wait_for(timeout=60_000)
+    picture = page.locator(".widget-image").first
+    before = picture.screenshot()
+    toggle.click()
+    page.get_by_role("button", name="Hide where the model looked").wait_for(timeout=30_000)
+    page.wait_for_function("() => [...document.querySelectorAll('.widget-image')].every(img => img.complete)")
+    assert picture.screenshot() != before
+    page.screenshot(path=str(tmp_path / "app_where_it_looked.png"), full_page=True)
+
+
+def test_the_voila_page_says_when_a_photo_is_none_of_the_landmarks_and_a_bad_file_is_one_line(offline_page, tmp_path):
+    page = offline_page
+    photo, text_file = tmp_path / "cat.jpg", tmp_path / "notes.txt"
+    photo.write_bytes(jpeg_bytes(4))
+    text_file.write_text("not a photo")
+    page.get_by_role("combobox").select_option("From scratch (MyModel)")  # this file knows no photo
+    choose_files(page, photo, text_file)
+    verdict = page.locator(".verdict").first
+    verdict.wait_for(timeout=60_000)
+    assert verdict.inner_text() == "This does not look like any of the 3 landmarks."
+    assert page.locator(".chart.unknown .prediction").count() == 3, "its guesses, in grey"
+    error = page.locator(".error").first
+    error.wait_for(timeout=60_000)
+    assert "notes.txt: not an image file" in error.inner_text()
+    assert "Traceback" not in page.content() and "There was an error" not in page.content(), "every cell ran"
+    page.screenshot(path=str(tmp_path / "app_unknown.png"), full_page=True)

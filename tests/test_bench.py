@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import SAMPLES
 from tests.test_fashion_mnist import requires_fashion_mnist
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -25,8 +26,18 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
         ("loader_speed.py", ["--images", "50", "--classes", "5", "--workers", "1"],
          ["(a) course style", "(b) course style", "(c) src.data training loader"]),
         ("predict_latency.py", ["--runs", "2"], ["from scratch (MyModel)", "after loading and warm_up"]),
+        ("explain_speed.py", ["--runs", "2"], ["from scratch (MyModel)", "transfer (EfficientNet-Lite0)",
+                                               "explain/plain", "explain's probabilities vs forward's"]),
+        ("app_latency.py", ["--runs", "2", "--warm-up", "1"],
+         ["from scratch (MyModel)", "transfer (EfficientNet-Lite0)", "upload -> card p50", "map on",
+          "where the model looked, the app's part"]),
         pytest.param("schedulers.py", ["--limit", "20", "--epochs", "2"],
                      ["MyModel, plateau", "MyModel, cosine", "PlainCNN, plateau", "PlainCNN, cosine", "2 epochs"],
+                     marks=requires_fashion_mnist),
+        pytest.param("unknown.py", ["--train-per-class", "20", "--valid-per-class", "10", "--test-per-class", "10",
+                                    "--epochs", "1", "--copies", "5", "--photo-passes", "1", "--head-epochs", "2"],
+                     ["fitted temperature T =", "ECE (15 bins)", "max probability", "energy", "unknown accepted",
+                      "non-landmark photos that pass the threshold" if SAMPLES.is_dir() else "2. Photos: skipped"],
                      marks=requires_fashion_mnist),
     ],
 )  # fmt: skip
