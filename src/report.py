@@ -231,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.notebooks:
         if not path.is_file():
             parser.error(f"{path}: no such notebook")
+    epochs = os.environ.get("LANDMARK_EPOCHS", "")
+    if epochs and not (epochs.isdigit() and int(epochs) >= 1):  # checked now, not in the first notebook's settings
+        parser.error(f"EPOCHS (LANDMARK_EPOCHS) must be a whole number of at least 1, got {epochs!r}")
     try:
         args.output_dir.mkdir(parents=True, exist_ok=True)
         check_writable(args.output_dir)

@@ -5,6 +5,7 @@ fine-tuning epoch) on a small synthetic dataset, sharing one temporary checkpoin
 the models the other two export. Under a minute per notebook on a 2-core laptop.
 """
 
+import ast
 import os
 import re
 from pathlib import Path
@@ -133,3 +134,38 @@ def test_the_report_starts_with_the_rubric_summary_and_shows_no_traceback_or_war
     for anchor in ("results-scratch", "results-transfer", "results-app"):
         assert re.search(f"href=[\"']#{anchor}[\"']", summary) and re.search(f"id=[\"']{anchor}[\"']", page), anchor
     assert "Traceback" not in page and not re.search(r"\w+Warning\b", page), "no traceback or warning text"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# EPOCHS=N: every training a notebook runs reads it
+
+TRAININGS = {"optimize": 4, "train_head_on_features": 4, "compare_models": 2, "compare_schedulers": 2, "fine_tune": 4}
+EPOCH_SETTINGS = ("N_EPOCHS", "COMPARE_EPOCHS", "FINE_TUNE_EPOCHS")  # position above: of the n_epochs argument
+
+
+def training_calls(notebook: nbformat.NotebookNode):
+    """(function name, its n_epochs argument as source) for every training call in the notebook's code cells."""
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in TRAININGS:
+                keyword = [k.value for k in node.keywords if k.arg == "n_epochs"]
+                argument = keyword[0] if keyword else node.args[TRAININGS[node.func.id]]
+                yield node.func.id, ast.unparse(argument)
+
+
+@pytest.mark.parametrize("name", ["cnn_from_scratch.ipynb", "transfer_learning.ipynb"])
+def test_every_training_in_a_notebook_runs_at_most_EPOCHS_epochs(name, monkeypatch):
+    """`make run EPOCHS=N` (LANDMARK_EPOCHS=N) caps every training: the main model, the experiments, fine-tuning."""
+    notebook = nbformat.read(PROJECT / name, as_version=4)
+    calls = list(training_calls(notebook))
+    assert calls and all(argument in EPOCH_SETTINGS for _, argument in calls), calls
+    settings = next(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    for quick in ("", "1"):
+        monkeypatch.setenv("LANDMARK_QUICK", quick)
+        monkeypatch.setenv("LANDMARK_EPOCHS", "1")
+        values = {}
+        exec(settings, values)  # the settings cell reads the environment, as in Jupyter
+        assert {values[setting] for setting in EPOCH_SETTINGS if setting in values} == {1}
+        assert {argument for _, argument in calls} <= set(values), "each training's epochs are set in the settings cell"

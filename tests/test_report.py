@@ -139,3 +139,12 @@ def test_the_run_table_gives_each_notebooks_time_and_its_exported_models_accurac
     lines = run_table(runs).splitlines()
     assert lines[1].split() == ["cnn_from_scratch.ipynb", "1.5", "min", "scratch:", "52.0%", "(target", "50.0%:", "PASS)"]
     assert lines[2].split() == ["transfer_learning.ipynb", "0.1", "min", "stopped"]
+
+
+@pytest.mark.parametrize("epochs", ["0", "ten", "-1", "1.5"])
+def test_the_cli_refuses_a_bad_number_of_epochs_in_one_line_before_running_anything(epochs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LANDMARK_EPOCHS", epochs)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(notebook_file(tmp_path / "n.ipynb", "1")), "--output-dir", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and not (tmp_path / "out").exists()
+    assert f"EPOCHS (LANDMARK_EPOCHS) must be a whole number of at least 1, got {epochs!r}" in capsys.readouterr().err
