@@ -233,8 +233,11 @@ def _check_calibration_loader(loader: DataLoader, expected: dict) -> None:
 # Testing the exported file
 
 
-def predictor_test(test_dataloader: DataLoader, model_reloaded: nn.Module) -> tuple[float, np.ndarray]:
-    """Run the predictor on every raw test image (its own preprocessing, batch of 1, original size).
+def predictor_test(
+    test_dataloader: DataLoader, model_reloaded: nn.Module, name: str = "the exported predictor"
+) -> tuple[float, np.ndarray]:
+    """Run the predictor on every raw test image (its own preprocessing, batch of 1, original size), and print its
+    accuracy under `name` (e.g. the file's name), so a printed figure always says which model it belongs to.
 
     Returns (accuracy in [0, 1], confusion matrix [classes, classes] of counts: row = true class, column = predicted).
     """
@@ -244,12 +247,12 @@ def predictor_test(test_dataloader: DataLoader, model_reloaded: nn.Module) -> tu
     indices = subset.indices if isinstance(subset, Subset) else range(len(raw))
     n_classes = len(model_reloaded.class_names)
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    for index in tqdm(indices, desc="Testing the exported predictor", unit="img"):
+    for index in tqdm(indices, desc=f"Testing {name}", unit="img"):
         image, label = raw[index]
         predicted = int(model_reloaded(image.unsqueeze(0)).argmax(dim=1))
         confusion[label, predicted] += 1
     accuracy = float(np.trace(confusion) / confusion.sum())
-    print(f"Accuracy of the exported predictor: {100 * accuracy:.1f}% ({np.trace(confusion)}/{confusion.sum()})")
+    print(f"Accuracy of {name}: {100 * accuracy:.1f}% ({np.trace(confusion)}/{confusion.sum()})")
     return accuracy, confusion
 
 

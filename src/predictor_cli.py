@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for path, predictor in zip(models, predictors):
-        accuracy, confusion = predictor_test(test_loader, predictor)
+        accuracy, confusion = predictor_test(test_loader, predictor, str(path))
         print(f"{path}: test accuracy {100 * accuracy:.1f}% ({np.trace(confusion)}/{confusion.sum()})")
         print(f"{path}: {describe_calibration(predictor)}")
     return 0

@@ -55,7 +55,9 @@ def test_export_from_a_cli_checkpoint_and_predictor_test(landmark_data, tmp_path
     accuracy, confusion = predictor_test(loaders["test"], predictor)
     assert confusion.shape == (3, 3) and confusion.sum() == len(loaders["test"].dataset)
     assert accuracy == pytest.approx(np.trace(confusion) / confusion.sum())
-    assert "Accuracy of the exported predictor" in capsys.readouterr().out
+    assert "Accuracy of the exported predictor: " in capsys.readouterr().out
+    predictor_test(loaders["test"], predictor, "original_exported.pt")
+    assert "Accuracy of original_exported.pt: " in capsys.readouterr().out, "a printed figure names its model"
 
 
 def test_a_cli_checkpoint_is_exported_calibrated_on_its_runs_validation_split(landmark_data, tmp_path, monkeypatch, capsys):
