@@ -16,8 +16,9 @@ import numpy as np
 from PIL import Image
 
 from src.app_map import landmark_map
-from src.exported import answer, error_line
+from src.exported import answer, error_line, none_of_these
 from src.images import PhotoError, open_photo
+from src.landmarks import country_line
 
 THUMBNAIL_SIZE = 256  # px, longest side of the photo shown next to its chart
 # The heatmap's colours, cold to hot (like matplotlib's "turbo"): dark blue, blue, green, yellow, red
@@ -26,7 +27,6 @@ HEAT_COLOURS = np.array([[48, 18, 59], [70, 130, 250], [40, 220, 140], [250, 200
 HEAT_LUT = np.stack([np.interp(np.linspace(0, 1, 256), HEAT_STOPS, channel) for channel in HEAT_COLOURS.T], 1)
 HEAT_OPACITY = (0.15, 0.65)  # of the colour over the photo, where the model looked least and most
 BAR_COLOURS = {True: "#3b7dd8", False: "#b4bac4"}  # known; the grey guesses of a photo that is none of the landmarks
-COUNTRIES_WITH_THE = {"United States", "United Kingdom", "Czech Republic", "Netherlands", "Philippines"}
 
 
 def message_html(text: str, kind: str = "error") -> str:
@@ -56,24 +56,10 @@ def bar_chart_html(predictions: Sequence[dict], known: bool = True) -> str:
     )
 
 
-def in_country(country: str) -> str:
-    """'United States' -> 'the United States'; 'Canada / United States' -> 'Canada / the United States'."""
-    return " / ".join(f"the {part}" if part in COUNTRIES_WITH_THE else part for part in country.split(" / "))
-
-
-def country_line(countries: Sequence[tuple[str, float]]) -> str:
-    """'Most likely in the United States (83%)': answer(...)["countries"]' first, or "" when there is none."""
-    if not countries:
-        return ""
-    country, probability = countries[0]
-    return f"Most likely in {in_country(country)} ({100 * probability:.0f}%)"
-
-
 def answer_html(result: dict, n_classes: int) -> str:
     """What answer(...) says of a photo, in words: whether it looks like a known landmark, the chart, the country."""
     verdict = "" if result["known"] else (
-        f'<div class="verdict" style="font-weight:bold;margin:2px 0 6px">This does not look like any of the {n_classes} '
-        f"landmarks.</div>"
+        f'<div class="verdict" style="font-weight:bold;margin:2px 0 6px">{none_of_these(n_classes)}.</div>'
     )  # fmt: skip
     line = country_line(result["countries"])
     colour = "#333" if result["known"] else "#7a808a"

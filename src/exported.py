@@ -166,6 +166,11 @@ def answer(predictor: torch.jit.ScriptModule, image, k: int = 5, explain: bool =
             "known": known, "heatmap": heatmap}  # fmt: skip
 
 
+def none_of_these(n_classes: int) -> str:
+    """What the app and the CLI say of a photo that answer() finds not "known"."""
+    return f"This does not look like any of the {n_classes} landmarks"
+
+
 def top_k(predictor: torch.jit.ScriptModule, image, k: int = 5) -> list[dict]:
     """The k most likely classes for one PIL RGB image: answer(...)["predictions"]."""
     return answer(predictor, image, k)["predictions"]

@@ -1,14 +1,17 @@
 """The 50 landmarks: their display names, places and coordinates (src/landmarks.csv), by class folder or by name.
 
     display_name("16.Eiffel_Tower") -> "Eiffel Tower";  landmark_place("Eiffel Tower") -> "Paris, France"
+    country_line([("United States", 0.83), ...]) -> "Most likely in the United States (83%)"
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+from collections.abc import Sequence
 from pathlib import Path
 
+COUNTRIES_WITH_THE = {"United States", "United Kingdom", "Czech Republic", "Netherlands", "Philippines"}
 LANDMARKS_CSV = Path(__file__).with_name("landmarks.csv")  # name and location of each of the 50 landmarks
 
 
@@ -45,3 +48,18 @@ def landmark_place(name: str) -> str:
     """'Eiffel Tower' -> 'Paris, France'; '' when the name is not a known landmark."""
     info = landmark_info(name)
     return f"{info['place']}, {info['country']}" if info else ""
+
+
+def in_country(country: str) -> str:
+    """How a sentence names a country of src/landmarks.csv: 'United States' -> 'the United States',
+    'Canada / United States' (a landmark on a border) -> 'Canada or the United States', 'France' -> 'France'."""
+    return " or ".join(f"the {part}" if part in COUNTRIES_WITH_THE else part for part in country.split(" / "))
+
+
+def country_line(countries: Sequence[tuple[str, float]]) -> str:
+    """'Most likely in the United States (83%)' for the first of [(country, probability)], most likely first (as
+    src.exported.answer gives them); "" when there is none (classes that are not among the 50 landmarks)."""
+    if not countries:
+        return ""
+    country, probability = countries[0]
+    return f"Most likely in {in_country(country)} ({100 * probability:.0f}%)"

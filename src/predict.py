@@ -18,27 +18,20 @@ from pathlib import Path
 
 import src  # noqa: F401 - sets OMP_WAIT_POLICY before torch loads
 from src.checks import POSITIVE_INT, OneLineParser
-from src.exported import TRANSFER_EXPORT, answer, error_line, load_predictor
+from src.exported import TRANSFER_EXPORT, answer, error_line, load_predictor, none_of_these
 from src.images import PhotoError, open_photo
-
-
-def in_country(country: str) -> str:
-    """How a sentence names a country of src/landmarks.csv: 'United States' -> 'the United States',
-    'Canada / United States' -> 'Canada or the United States', 'France' -> 'France'."""
-    parts = [f"the {part}" if part.startswith(("United ", "Czech ")) else part for part in country.split(" / ")]
-    return " or ".join(parts)
+from src.landmarks import country_line
 
 
 def format_answer(photo: str, result: dict, n_classes: int) -> str:
     """The text for one photo: its name; "This does not look like any of the N landmarks" when it is not known; the
     predictions, one per line; the likeliest country, when the classes have countries."""
-    lines = [photo] + ([] if result["known"] else [f"  This does not look like any of the {n_classes} landmarks"])
+    lines = [photo] + ([] if result["known"] else [f"  {none_of_these(n_classes)}"])
     for rank, p in enumerate(result["predictions"], 1):
         where = f" ({p['place']})" if p["place"] else ""
         lines.append(f"  {rank}. {p['name'] + where:<60} {100 * p['probability']:5.1f}%")
     if result["countries"]:
-        country, probability = result["countries"][0]
-        lines.append(f"  Most likely in {in_country(country)} ({100 * probability:.0f}%)")
+        lines.append(f"  {country_line(result['countries'])}")
     return "\n".join(lines)
 
 

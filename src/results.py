@@ -17,8 +17,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn as nn
-from torch.utils.data import DataLoader
 
 RESULTS_MIME = "application/vnd.landmark.results+json"  # a notebook output's mime type for a results record
 TARGETS = {"scratch": 0.50, "transfer": 0.60}  # the course rubric's minimum test accuracy for each kind of model
@@ -26,20 +24,12 @@ TOP_K = (1, 3, 5)  # the app shows the top 5 landmarks; top-3 and top-5 say how 
 EXPORT_TOLERANCE = 0.02  # the exported file may differ from the model by resampling: at most 2 points (or 1 image)
 
 
-@torch.no_grad()
-def top_k_accuracies(model: nn.Module, loader: DataLoader, ks: Sequence[int] = TOP_K, device=None) -> dict[int, float]:
-    """For each k, the fraction in [0, 1] of the loader's images whose true class is among the model's k highest
-    scores (k larger than the number of classes counts every image)."""
-    device = device or next(model.parameters()).device
-    model.eval()
-    hits, seen = dict.fromkeys(ks, 0), 0
-    for images, labels in loader:
-        logits = model(images.to(device)).float().cpu()
-        ranked = logits.argsort(dim=1, descending=True)
-        for k in ks:
-            hits[k] += (ranked[:, :k] == labels[:, None]).any(dim=1).sum().item()
-        seen += len(labels)
-    return {k: hits[k] / seen for k in ks}
+def top_k_accuracies(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = TOP_K) -> dict[int, float]:
+    """For each k, the fraction in [0, 1] of the images (logits [N, C], labels [N], e.g. from
+    src.calibration.collect_logits) whose true class is among the k highest scores (k larger than the number of classes
+    counts every image)."""
+    ranked = logits.argsort(dim=1, descending=True)
+    return {k: (ranked[:, :k] == labels[:, None]).any(dim=1).float().mean().item() for k in ks}
 
 
 def per_class_table(confusion: np.ndarray, class_names: Sequence[str]) -> list[dict]:

@@ -11,8 +11,7 @@ import torch
 from PIL import Image
 
 import src.app_card as card_module
-from src.app_card import (answer_html, bar_chart_html, country_line, heatmap_overlay, in_country, jpeg,
-                          result_card)  # fmt: skip
+from src.app_card import answer_html, bar_chart_html, heatmap_overlay, jpeg, result_card
 from src.exported import answer, load_predictor
 from src.files import quiet_torchscript
 
@@ -96,18 +95,6 @@ def card_parts(card: widgets.Widget) -> tuple[widgets.VBox, widgets.HTML, ipylea
 def test_the_chart_labels_bars_with_name_place_and_probability():
     chart = bar_chart_html([{"name": "Eiffel Tower", "place": "Paris, France", "probability": 0.873}])
     assert "Eiffel Tower" in chart and "Paris, France" in chart and "87.3%" in chart and "width:87.3%" in chart
-
-
-def test_the_most_likely_country_is_named_with_its_summed_probability():
-    assert country_line([("United States", 0.834), ("France", 0.1)]) == "Most likely in the United States (83%)"
-    assert country_line([("France", 0.51)]) == "Most likely in France (51%)"
-    assert country_line([]) == "", "classes that are not among the 50 landmarks have no country"
-
-
-def test_countries_are_named_as_in_a_sentence():
-    assert in_country("United Kingdom") == "the United Kingdom"
-    assert in_country("Canada / United States") == "Canada / the United States"
-    assert in_country("Switzerland / Italy") == "Switzerland / Italy"
 
 
 def test_a_known_photo_gets_its_chart_and_country_and_no_verdict():

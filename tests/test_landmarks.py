@@ -2,7 +2,7 @@
 
 import pytest
 
-from src.landmarks import display_name, landmark_place, landmarks
+from src.landmarks import country_line, display_name, in_country, landmark_place, landmarks
 
 
 @pytest.mark.parametrize(
@@ -29,3 +29,18 @@ def test_every_class_folder_has_a_name_a_place_and_coordinates():
 )
 def test_landmark_place_knows_display_names_and_folders(name, place):
     assert landmark_place(name) == place
+
+
+def test_the_most_likely_country_is_named_with_its_summed_probability():
+    assert country_line([("United States", 0.834), ("France", 0.1)]) == "Most likely in the United States (83%)"
+    assert country_line([("France", 0.51)]) == "Most likely in France (51%)"
+    assert country_line([]) == "", "classes that are not among the 50 landmarks have no country"
+
+
+@pytest.mark.parametrize("country, words", [("United States", "the United States"), ("France", "France"),
+                                            ("Canada / United States", "Canada or the United States"),
+                                            ("Czech Republic", "the Czech Republic"),
+                                            ("United Kingdom", "the United Kingdom"),
+                                            ("Switzerland / Italy", "Switzerland or Italy")])  # fmt: skip
+def test_countries_are_named_as_in_a_sentence_the_same_by_the_app_and_the_cli(country, words):
+    assert in_country(country) == words

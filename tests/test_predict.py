@@ -14,7 +14,7 @@ from PIL import Image
 
 import src.predict
 from src.calibration import Calibration
-from src.predict import in_country, main
+from src.predict import main
 from src.files import quiet_torchscript
 from src.landmarks import landmark_place
 from src.predictor import Predictor, export_predictor
@@ -272,13 +272,6 @@ def test_the_likeliest_country_sums_its_landmarks_probabilities(good_photo, tmp_
     _, out, _ = run(capsys, good_photo, "--model", path, "--json")
     assert json.loads(out)[0]["countries"] == [{"country": "United States", "probability": pytest.approx(0.6)},
                                                {"country": "France", "probability": pytest.approx(0.4)}]  # fmt: skip
-
-
-@pytest.mark.parametrize("country, words", [("United States", "the United States"), ("France", "France"),
-                                            ("Canada / United States", "Canada or the United States"),
-                                            ("Czech Republic", "the Czech Republic")])  # fmt: skip
-def test_countries_are_named_as_in_a_sentence(country, words):
-    assert in_country(country) == words
 
 
 def test_classes_that_are_not_landmarks_get_no_country_line(small_scratch_model, good_photo, tmp_path, capsys):

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from src.calibration import collect_logits
 from src.results import RESULTS_MIME, per_class_table, results_html, show_results, top_k_accuracies, training_results
 
 
@@ -26,7 +27,7 @@ def test_top_k_counts_an_image_when_its_class_is_among_the_k_highest_scores():
                            [0.4, 0.3, 0.2, 0.1],  # true 2: third
                            [0.4, 0.3, 0.2, 0.1]])  # true 3: last  # fmt: skip
     loader = DataLoader(TensorDataset(torch.arange(4.0), torch.tensor([0, 1, 2, 3])), batch_size=3)
-    assert top_k_accuracies(FixedScores(scores), loader, ks=(1, 2, 3, 5)) == {1: 0.25, 2: 0.5, 3: 0.75, 5: 1.0}
+    assert top_k_accuracies(*collect_logits(FixedScores(scores), loader), ks=(1, 2, 3, 5)) == {1: 0.25, 2: 0.5, 3: 0.75, 5: 1.0}
 
 
 def test_per_class_precision_and_recall_come_from_the_confusion_matrix_worst_recall_first():
