@@ -5,11 +5,14 @@ looked" included, on the CPU.
 
 Each model kind is exported for the landmark task (the 50 landmarks' names, so the map has its markers; 224 px) as
 bench/predict_latency.py does: the from-scratch model untrained, the transfer model with its ImageNet backbone and a new
-head (weights do not change the timing). The app (src.app.LandmarkApp) loads and warms it up; then each run sets
+head (weights do not change the timing). Each is timed twice, in one run: from its TorchScript file alone, and from
+the ONNX file export writes beside it (which the app takes when it exists). The app (src.app.LandmarkApp) loads and warms
+it up; then each run sets
 upload.value to one photo (a real landmark photo when ../shared/data/landmark_samples exists, else a generated 800x600
 JPEG), as the browser does, and times until the app's observer has built the card: the photo decoded,
-src.exported.answer (with explain when the file has it), the thumbnail, the heatmap overlay, the chart and the map
-widget. Prints p50/p95 in milliseconds, src.exported.answer alone on the same photo, and the app's own part of "where
+src.runtime.answer (with explain when the file has it), the thumbnail, the heatmap overlay, the chart and the map
+widget. Prints p50/p95 in milliseconds, src.runtime.answer alone on the same photo, ONNX / TorchScript, and the app's
+own part of "where
 the model looked" (a photo-sized heatmap blended into the thumbnail), which a file without explain skips.
 """
 
@@ -30,12 +33,12 @@ from PIL import Image  # noqa: E402
 
 from bench.common import SAMPLES, machine  # noqa: E402
 from src.app_card import heatmap_overlay, jpeg, thumbnail  # noqa: E402
-from src.exported import answer  # noqa: E402
 from src.images import open_photo  # noqa: E402
 from src.landmarks import landmarks  # noqa: E402
 from src.model import MyModel  # noqa: E402
 from src.predictor import export_predictor  # noqa: E402
 from src.presets import LANDMARK_IMAGE_SIZE, LANDMARK_RESIZE_SIZE  # noqa: E402
+from src.runtime import answer  # noqa: E402
 from src.transfer import PRETRAINED_MEAN, PRETRAINED_STD, get_model_transfer_learning  # noqa: E402
 
 SAMPLE = SAMPLES / "test" / "16.Eiffel_Tower"
@@ -75,7 +78,7 @@ def time_uploads(app: LandmarkApp, name: str, content: bytes, runs: int, warm_up
 
 
 def time_answers(predictor, content: bytes, k: int, runs: int, warm_up: int) -> list[float]:
-    """Seconds for src.exported.answer alone (with explain when the file has it), the photo already decoded."""
+    """Seconds for src.runtime.answer alone (with explain when the file has it), the photo already decoded."""
     image, seconds = open_photo(io.BytesIO(content)), []
     for run in range(warm_up + runs):
         start = time.perf_counter()
@@ -104,7 +107,7 @@ def card_contents(app: LandmarkApp) -> str:
     if len(card.children) < 2:
         raise SystemExit(f"the app gave no card for the photo: {getattr(card, 'value', card)}")
     has_map = len(card.children) == 3
-    explains = hasattr(app.predictor(), "explain")
+    explains = app.predictor().can_explain
     return (f"map {'on' if has_map else 'MISSING'}, where-it-looked "
             f"{'on (explain measured)' if explains else 'off: the file has no explain, not measured'}")  # fmt: skip
 
@@ -124,17 +127,27 @@ def main() -> None:
     name, content = photo_bytes()
     size = Image.open(io.BytesIO(content)).size
     print(f"{machine()}; photo {name} {size[0]}x{size[1]}; top {args.k}; {args.warm_up} warm-up + {args.runs} runs each")
-    print(f"{'model':<32}{'upload -> card p50':>20}{'p95':>8}{'answer() p50':>14}{'p95':>8}  card")
+    print(f"{'model':<32}{'runtime':<14}{'upload -> card p50':>20}{'p95':>8}{'answer() p50':>14}{'p95':>8}"
+          f"{'onnx/ts':>9}  card")  # fmt: skip
     with tempfile.TemporaryDirectory() as folder:
         for label, (model, mean, std) in models.items():
             path = Path(folder) / f"{label.split()[0]}_exported.pt"
             export_predictor(model, names, mean, std, path, LANDMARK_IMAGE_SIZE, LANDMARK_RESIZE_SIZE)
-            app = LandmarkApp({label: path})  # loads, checks and warms the file up, as when the page opens
-            app.top_k.value = args.k
-            card_p50, card_p95 = percentiles(time_uploads(app, name, content, args.runs, args.warm_up))
-            answer_p50, answer_p95 = percentiles(time_answers(app.predictor(), content, args.k, args.runs, args.warm_up))
-            print(f"{label:<32}{card_p50:>17.1f} ms{card_p95:>8.1f}{answer_p50:>11.1f} ms{answer_p95:>8.1f}  "
-                  f"{card_contents(app)}")  # fmt: skip
+            alone = Path(folder) / "torchscript" / path.name  # the TorchScript file without an ONNX file beside it
+            alone.parent.mkdir(exist_ok=True)
+            alone.write_bytes(path.read_bytes())
+            card_p50s = {}
+            for file in (alone, path):
+                app = LandmarkApp({label: file})  # loads, checks and warms the file up, as when the page opens
+                app.top_k.value = args.k
+                card_p50, card_p95 = percentiles(time_uploads(app, name, content, args.runs, args.warm_up))
+                answer_p50, answer_p95 = percentiles(time_answers(app.predictor(), content, args.k, args.runs,
+                                                                  args.warm_up))  # fmt: skip
+                runtime = app.predictor().runtime
+                card_p50s[runtime] = card_p50
+                ratio = f"{card_p50 / card_p50s['TorchScript']:>8.2f}x" if runtime != "TorchScript" else " " * 9
+                print(f"{label:<32}{runtime:<14}{card_p50:>17.1f} ms{card_p95:>8.1f}{answer_p50:>11.1f} ms"
+                      f"{answer_p95:>8.1f}{ratio}  {card_contents(app)}")  # fmt: skip
     overlay_p50, overlay_p95 = percentiles(time_overlays(content, args.runs, args.warm_up))
     print(f"where the model looked, the app's part (a {size[0]}x{size[1]} heatmap blended into the thumbnail, JPEG): "
           f"p50 {overlay_p50:.1f} ms, p95 {overlay_p95:.1f} ms")  # fmt: skip

@@ -11,7 +11,7 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import DataLoader, Subset
 
-from src.helpers import PROJECT_ROOT
+from src.paths import PROJECT_ROOT
 from src.presets import LANDMARK_IMAGE_SIZE, eval_resize_size
 
 SAMPLES = PROJECT_ROOT.parent / "shared" / "data" / "landmark_samples"  # real landmark photos, on the team's machines

@@ -28,7 +28,8 @@ from bench.predict_latency import NAMES, percentiles, test_photo  # noqa: E402
 from src.cam import cam_parts, class_activation_maps, to_photo  # noqa: E402
 from src.files import quiet_torchscript  # noqa: E402
 from src.model import MyModel  # noqa: E402
-from src.predictor import MAX_ASPECT, ExplainingPredictor  # noqa: E402
+from src.crop import MAX_ASPECT  # noqa: E402
+from src.predictor import ExplainingPredictor  # noqa: E402
 from src.presets import LANDMARK_IMAGE_SIZE, LANDMARK_RESIZE_SIZE  # noqa: E402
 from src.transfer import PRETRAINED_MEAN, PRETRAINED_STD, get_model_transfer_learning  # noqa: E402
 

@@ -24,7 +24,8 @@ import torch  # noqa: E402
 
 from bench.common import machine  # noqa: E402
 from src.data import get_data_loaders  # noqa: E402
-from src.helpers import CHECKPOINTS_DIR, get_device  # noqa: E402
+from src.helpers import get_device  # noqa: E402
+from src.paths import CHECKPOINTS_DIR  # noqa: E402
 from src.optimization import get_loss, get_optimizer  # noqa: E402
 from src.train_cli import main as train_main  # noqa: E402
 from src.transfer import PRETRAINED_MEAN, PRETRAINED_STD, build_model  # noqa: E402

@@ -39,7 +39,8 @@ import src  # noqa: E402,F401 - sets OMP_WAIT_POLICY before torch loads
 import torch  # noqa: E402
 
 from bench.common import machine  # noqa: E402
-from src.helpers import PROJECT_ROOT, get_device  # noqa: E402
+from src.helpers import get_device  # noqa: E402
+from src.paths import PROJECT_ROOT  # noqa: E402
 from src.synthetic import make_synthetic_dataset  # noqa: E402
 from src.transfer import build_model  # noqa: E402
 

@@ -47,7 +47,8 @@ from src.calibration import (  # noqa: E402
     threshold_for,
 )
 from src.data import base_dataset, get_data_loaders, get_datasets  # noqa: E402
-from src.exported import answer, load_predictor  # noqa: E402
+from src.exported import load_predictor  # noqa: E402
+from src.runtime import answer  # noqa: E402
 from src.helpers import seed_everything  # noqa: E402
 from src.images import open_photo  # noqa: E402
 from src.optimization import get_loss, get_optimizer, get_scheduler  # noqa: E402

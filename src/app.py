@@ -14,20 +14,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import ipywidgets as widgets
-from PIL import Image
 
 from src.app_card import answer_html, jpeg_thumbnail, message_html, result_card
-from src.exported import SCRATCH_EXPORT, TRANSFER_EXPORT, answer, error_line, load_predictor, warm_up
+from src.checks import error_line
 from src.helpers import DataError, class_folders, get_data_location, list_images
 from src.images import PhotoError, open_photo
 from src.landmarks import display_name
 from src.results import RESULTS_MIME
+from src.runtime import SCRATCH_EXPORT, TRANSFER_EXPORT, answer, chosen_file, describe, load_model, warm_up
 
-MODEL_CHOICES = {  # label in the dropdown -> exported file; the first one that exists is the default
-    "Transfer learning (EfficientNet-Lite0)": TRANSFER_EXPORT,
-    "From scratch (MyModel)": SCRATCH_EXPORT,
+MODEL_CHOICES = {  # label in the dropdown -> exported TorchScript file (the .onnx beside it runs when it exists:
+    "Transfer learning (EfficientNet-Lite0)": TRANSFER_EXPORT,  # src.runtime.chosen_file); the first one that exists
+    "From scratch (MyModel)": SCRATCH_EXPORT,  # is the default
 }
-WARM_UP_SIZE = (800, 600)  # px: a blank photo of a usual size warms the model up before the first upload
 
 
 class LandmarkApp:
@@ -40,6 +39,7 @@ class LandmarkApp:
         self.model = widgets.Dropdown(options=list(choices), description="Model", style={"description_width": "initial"})
         self.results = widgets.VBox()
         self.status = widgets.HTML()
+        self.using = widgets.HTML()  # which file and runtime answer: src.runtime.describe
         self.choices, self.predictors = choices, {}
         if not choices:
             files = ", ".join(str(path) for path in (model_choices or MODEL_CHOICES).values())
@@ -54,30 +54,30 @@ class LandmarkApp:
         self.top_k.observe(lambda _: self.show(), names="value")
         self.model.observe(lambda _: self.show(), names="value")
         controls = widgets.HBox([self.upload, self.model, self.top_k])
-        self.widget = widgets.VBox([controls, self.status, self.results])
+        self.widget = widgets.VBox([controls, self.using, self.status, self.results])
         self.prepare_model()  # now, so that the first upload gets its answer at full speed
 
     def prepare_model(self) -> None:
         """Load and warm up the chosen model (and its explain, which each photo's answer runs when the file has it);
         a broken file shows its one-line message."""
         try:
-            predictor = self.predictor()
-            warm_up(predictor)
-            if hasattr(predictor, "explain"):  # TorchScript optimizes each method during its own first calls
-                for _ in range(2):
-                    answer(predictor, Image.new("RGB", WARM_UP_SIZE), explain=True)
+            warm_up(self.predictor())  # with explain when the file has it: each photo's answer runs it
         except Exception as err:  # noqa: BLE001 - the app's boundary: a message on the page, never a traceback
             self.status.value = message_html(self.model_problem(err))
 
     def predictor(self):
-        """The chosen model, loaded and checked once; a file that failed is tried again next time (it may be fixed)."""
+        """The chosen model (src.runtime.load_model of its chosen_file), loaded and checked once; a file that failed
+        is tried again next time (it may be fixed)."""
         label = self.model.value
         if label not in self.predictors:
-            self.predictors[label] = load_predictor(self.choices[label])
+            self.using.value = ""
+            self.predictors[label] = load_model(chosen_file(self.choices[label]))
+        line = html.escape(describe(self.predictors[label]))
+        self.using.value = f'<div class="using" style="color:#667;font-size:12px">{line}</div>'
         return self.predictors[label]
 
     def model_problem(self, err: Exception) -> str:
-        """One line for a model that cannot be used: load_predictor's own line, else the file and the error."""
+        """One line for a model that cannot be used: load_model's own line, else the file and the error."""
         if isinstance(err, ValueError) and str(err).strip() and "\n" not in str(err).strip():
             return str(err).strip()
         return f"{self.choices.get(self.model.value, self.model.value)}: cannot use this model ({error_line(err)})."
@@ -134,7 +134,7 @@ def prediction_gallery(photos: Sequence[Path], model_choices: dict[str, Path] | 
     predictors = {}
     for label, path in choices.items():
         try:
-            predictors[label] = load_predictor(path)
+            predictors[label] = load_model(chosen_file(path))
         except Exception as err:  # noqa: BLE001 - a broken model file is a message, the other model still answers
             predictors[label] = error_line(err)
     rows = []

@@ -1,7 +1,7 @@
 """One photo's answer as the app shows it (src/app.py): the photo, with where the model looked on a toggle; the top-k
 chart with the most likely country; the map of the landmarks. Or one line, when the photo cannot be used.
 
-Everything shown comes from src.exported.answer. A photo that scores below the file's "unknown" threshold keeps its
+Everything shown comes from src.runtime.answer. A photo that scores below the file's "unknown" threshold keeps its
 best guesses, in grey, under "This does not look like any of the N landmarks".
 """
 
@@ -16,9 +16,10 @@ import numpy as np
 from PIL import Image
 
 from src.app_map import landmark_map
-from src.exported import answer, error_line, none_of_these
+from src.checks import error_line
 from src.images import PhotoError, open_photo
 from src.landmarks import country_line
+from src.runtime import answer, none_of_these
 
 THUMBNAIL_SIZE = 256  # px, longest side of the photo shown next to its chart
 # The heatmap's colours, cold to hot (like matplotlib's "turbo"): dark blue, blue, green, yellow, red

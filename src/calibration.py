@@ -22,8 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from src.checks import error_line
 from src.data import get_class_names, get_data_loaders
-from src.exported import error_line
 from src.helpers import DataError
 
 SCORE_KINDS = ("max_probability", "energy")

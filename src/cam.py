@@ -12,7 +12,6 @@ here it is one weighted sum of the feature maps the forward pass already compute
     cam_parts(model)                             (features, classifier) with classifier(features(x).mean((2, 3)))
                                                  == model(x)
     class_evidence, class_activation_maps        [B,K,h,w] feature maps -> [B,h,w] maps of the chosen classes
-    crop_geometry, crop_box                      where the Predictor's central crop lies in a photo
     to_photo                                     [B,h,w] maps of the crop -> [B,H,W] heat maps of the photo
     ClassActivationMapper                        all of it for a crop, in one scriptable module
 
@@ -36,13 +35,14 @@ project trains): export such a model without explain.
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.efficientnet import EfficientNet
 
+from src.crop import crop_box
 from src.model import MyModel
 from src.transfer import TransferModel
 
@@ -132,44 +132,6 @@ def class_activation_maps(feature_maps: torch.Tensor, weight: torch.Tensor, clas
 # From the central crop back to the photo
 
 
-def _cut(length: int, longest: int) -> Tuple[int, int]:
-    """(start, length) of the middle `longest` pixels of a side, or of all of it when it is not longer."""
-    if length > longest:
-        return (length - longest) // 2, longest
-    return 0, length
-
-
-def crop_geometry(photo_height: int, photo_width: int, resize_size: int, image_size: int, max_aspect: int) -> List[int]:
-    """The steps of the Predictor's preprocessing for a photo_height x photo_width photo, in pixels:
-    [cut_top, cut_left, cut_height, cut_width, resized_height, resized_width, crop_top, crop_left].
-
-    The photo keeps its middle cut_height x cut_width rows and columns (at most max_aspect:1), is resized to
-    resized_height x resized_width (shorter side resize_size), and the model sees the image_size x image_size square
-    at (crop_top, crop_left) of that. The arithmetic is Predictor.forward's, to the rounding.
-    """
-    longest = max_aspect * min(photo_height, photo_width)
-    cut_top, height = _cut(photo_height, longest)
-    cut_left, width = _cut(photo_width, longest)
-    scale = resize_size / min(height, width)
-    resized_height = max(int(round(height * scale)), image_size)
-    resized_width = max(int(round(width * scale)), image_size)
-    crop_top = int(round((resized_height - image_size) / 2.0))
-    crop_left = int(round((resized_width - image_size) / 2.0))
-    return [cut_top, cut_left, height, width, resized_height, resized_width, crop_top, crop_left]
-
-
-def crop_box(photo_height: int, photo_width: int, resize_size: int, image_size: int, max_aspect: int) -> List[float]:
-    """The part of the photo the model sees, [top, left, bottom, right] in photo pixels (pixel (i, j) covers
-    [i, i + 1) x [j, j + 1)): the central crop of crop_geometry, mapped back through the resize (edges scale exactly
-    under align_corners=False) and the cut."""
-    cut_top, cut_left, height, width, resized_height, resized_width, top, left = crop_geometry(
-        photo_height, photo_width, resize_size, image_size, max_aspect
-    )
-    row_step, column_step = height / resized_height, width / resized_width  # photo pixels per resized pixel
-    return [cut_top + top * row_step, cut_left + left * column_step,
-            cut_top + (top + image_size) * row_step, cut_left + (left + image_size) * column_step]  # fmt: skip
-
-
 def _interpolation_weights(pixels: int, start: float, end: float, cells: int, like: torch.Tensor) -> torch.Tensor:
     """[pixels, cells]: the bilinear weights of each photo row (or column) on `cells` map cells that tile [start, end)
     evenly, cell i centred at start + (i + 0.5) * (end - start) / cells; beyond the first and last centres a pixel
@@ -225,9 +187,16 @@ class ClassActivationMapper(nn.Module):
         to_photo). The photo pixel nearest the peak cell's centre is at most half a pixel off it in each direction,
         so the heat map's maximum is 1 less at most about 1 / (the cell's side in photo pixels): 0.985 when a
         7 x 7 map covers 466 x 466 pixels of a 533 x 800 photo."""
+        logits, maps = self.crop_maps(crop)
+        return logits, to_photo(maps, photo_height, photo_width, self.resize_size, self.image_size, self.max_aspect)
+
+    @torch.jit.export
+    def crop_maps(self, crop: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """crop [B,3,S,S], normalized -> (logits [B, classes], maps [B,h,w] in [0, 1]: class_activation_maps of each
+        crop's highest logit, at the last feature map's resolution; cell (i, j) covers the crop's [i, i + 1) * S / h
+        rows and [j, j + 1) * S / w columns). The ONNX file outputs these maps (src/onnx_export.py)."""
         feature_maps = self.features(crop)
         # the model's own pooling (adaptive average pool + flatten), not .mean: logits equal to the model's, to the bit
         logits = self.classifier(F.adaptive_avg_pool2d(feature_maps, 1).flatten(1))
-        maps = class_activation_maps(feature_maps, self.classifier.weight, logits.argmax(dim=1))
-        return logits, to_photo(maps, photo_height, photo_width, self.resize_size, self.image_size, self.max_aspect)
+        return logits, class_activation_maps(feature_maps, self.classifier.weight, logits.argmax(dim=1))
 

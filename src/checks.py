@@ -101,3 +101,10 @@ NUM_WORKERS = int_at_least(-1)
 POSITIVE_FLOAT = float_in(0.0, low_open=True)
 NON_NEGATIVE_FLOAT = float_in(0.0)
 FRACTION = float_in(0.0, 1.0, high_open=True)
+
+
+def error_line(err: BaseException) -> str:
+    """One line for any exception. A TorchScript error is a traceback of scripted code: its last line is the cause."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    line = (lines[-1] if "TorchScript" in lines[0] else lines[0]) if lines else ""
+    return line if ":" in line else f"{type(err).__name__}: {line}".rstrip(": ")

@@ -28,7 +28,6 @@ from src.download import landmark_data
 from src.fashion_mnist import FASHION_MNIST_DIR, fashion_mnist_datasets
 from src.files import WriteError, check_writable
 from src.helpers import (
-    CHECKPOINTS_DIR,
     DataError,
     class_folders,
     dataset_stats,
@@ -39,6 +38,7 @@ from src.helpers import (
     scan_files,
     seed_everything,
 )
+from src.paths import CHECKPOINTS_DIR
 from src.images import load_rgb_image
 from src.landmarks import display_name
 from src.splits import balanced_subset, stratified_split

@@ -14,7 +14,8 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 
 from src.files import write_atomically
-from src.helpers import PROJECT_ROOT, DataError
+from src.helpers import DataError
+from src.paths import PROJECT_ROOT
 from src.presets import get_transforms
 
 FASHION_MNIST_DIR = PROJECT_ROOT / "fashion_mnist"

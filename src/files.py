@@ -83,6 +83,16 @@ def _write(path: Path, data: bytes | memoryview) -> Path:
     return path
 
 
+def remove_file(path: str | Path) -> None:
+    """Delete the file at `path` if there is one (a folder there is left alone); WriteError (one line) when it cannot
+    be deleted."""
+    try:
+        if not Path(path).is_dir():
+            Path(path).unlink(missing_ok=True)
+    except OSError as err:
+        raise WriteError(describe_write_error(str(Path(path).absolute()), err)) from None
+
+
 def save_torch(obj: object, path: str | Path) -> Path:
     """torch.save `obj` (a state dict, a resume state) to `path` atomically; see write_atomically."""
     buffer = io.BytesIO()

@@ -26,10 +26,8 @@ from tqdm.auto import tqdm
 from src.checks import check_int
 from src.files import WriteError, save_json
 from src.images import load_rgb_image
+from src.paths import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# Trained and exported models; LANDMARK_CHECKPOINTS points elsewhere (e.g. to keep several experiments apart).
-CHECKPOINTS_DIR = Path(os.environ.get("LANDMARK_CHECKPOINTS") or PROJECT_ROOT / "checkpoints")
 DEFAULT_DATA_DIR = PROJECT_ROOT / "landmark_images"
 STATS_FILE = "dataset_stats.json"  # cached mean/std and unreadable files, written into the dataset root
 
@@ -77,26 +75,6 @@ def get_data_location() -> Path:
         f"{root} is not a landmark dataset: it needs train/ and test/ folders with one sub-folder per class. "
         f"{_how_to_get_data(root)}"
     )
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Where the models are
-
-# The course's file names. A model of another dataset gets its own file (best_val_loss_fashion-mnist.pt), so it never
-# replaces a landmark model that the app uses.
-MODEL_FILES = {
-    ("scratch", False): "best_val_loss", ("transfer", False): "model_transfer",
-    ("scratch", True): "original_exported", ("transfer", True): "transfer_exported",
-}  # fmt: skip
-
-
-def model_file(kind: str, dataset: str = "landmarks", exported: bool = False) -> Path:
-    """The one place for model file names: kind "scratch" or "transfer"; the best checkpoint of training, or the
-    exported predictor the app loads. model_file("transfer", exported=True) -> checkpoints/transfer_exported.pt."""
-    if kind not in ("scratch", "transfer"):
-        raise ValueError(f"kind must be 'scratch' or 'transfer', got {kind!r}")
-    stem = MODEL_FILES[kind, exported]
-    return CHECKPOINTS_DIR / (f"{stem}.pt" if dataset == "landmarks" else f"{stem}_{dataset}.pt")
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -27,19 +27,13 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from src.calibration import DEFAULT_SCORE, Calibration, calibrate, calibrated
-from src.cam import ClassActivationMapper, cam_parts, crop_geometry
-from src.checks import check_int
+from src.cam import ClassActivationMapper, cam_parts
+from src.checks import check_int, error_line
+from src.crop import MAX_ASPECT, crop_geometry
 from src.data import base_dataset, get_normalization
-from src.exported import error_line
-from src.files import quiet_torchscript, save_script
+from src.files import quiet_torchscript, remove_file, save_script
 from src.landmarks import display_name, landmark_place
-
-# A photo more elongated than MAX_ASPECT:1 keeps only its middle MAX_ASPECT:1 part before it is resized. The centre
-# crop after resizing keeps only the middle image_size/resize_size (224/256) of the shorter side's length along the
-# long side, so it sees the same pixels; without this, a 1 x 20,000 photo resized to 256 px would become 256 x 5,120,000
-# floats (15.7 GB). Panoramas are about 4:1: every ordinary photo keeps exactly the same resize, and a resized photo
-# has at most 256 x 2,048 pixels (6 MB as float32).
-MAX_ASPECT = 8
+from src.paths import onnx_beside
 
 
 class Predictor(nn.Module):
@@ -166,8 +160,11 @@ def export_predictor(
     image_size: int,
     resize_size: int,
     calibration_loader: DataLoader | None = None,
+    onnx: bool = True,
 ) -> torch.jit.ScriptModule:
-    """Wrap the model in a Predictor, compile it with TorchScript and save it (atomically) to `path`.
+    """Wrap the model in a Predictor, compile it with TorchScript and save it (atomically) to `path`; with onnx, also
+    write the same predictor as an ONNX file beside it (src.paths.onnx_beside: the same name, suffix .onnx), which the
+    app and the predict CLI prefer (src/onnx_export.py).
 
     image_size and resize_size must be the eval transform's (src.presets.eval_resize_size(dataset, image_size)):
     export_settings(loaders["test"]) gives every argument but the model and the path, read from the data.
@@ -175,12 +172,16 @@ def export_predictor(
     and "unknown" threshold are fitted on it (src.calibration.calibrate, on the model's device). None: temperature 1,
     threshold -inf (every photo is one of the classes).
     Returns the scripted predictor. The model is copied to the CPU; the original is left where it was, in its mode.
-    Raises ValueError (one line, nothing written) for settings that make no sense, a model whose output width is not
+    An ONNX file from an earlier export is removed first, so it never answers for another model. When the ONNX export
+    fails (a model ONNX cannot express, a full disk, no onnxscript), one line on stderr says so: the TorchScript file
+    is still written, and the app uses it. Raises ValueError (one line, nothing written) for settings that make no sense, a model whose output width is not
     len(class_names) or a calibration loader that does not fit the model; src.files.WriteError (one line) when the file
     cannot be written: a previous file stays intact.
     """
     check_int(image_size, 1, "image_size")
-    check_int(resize_size, image_size, "resize_size")  # the shorter side before the central crop: at least the crop
+    check_int(resize_size, image_size, "resize_size")
+    if Path(path).suffix.lower() == ".onnx":
+        raise ValueError(f"path is the TorchScript file's ({path}): give it a .pt name, the .onnx file goes beside it")  # the shorter side before the central crop: at least the crop
     if not (isinstance(class_names, (list, tuple)) and class_names and all(isinstance(n, str) for n in class_names)):
         raise ValueError(f"class_names must be a non-empty list of names, got {class_names!r}")
     if len(set(class_names)) != len(class_names):
@@ -207,8 +208,22 @@ def export_predictor(
         predictor = wrapper(predictor.model, class_names, mean, std, image_size, resize_size, calibration).eval()
     with quiet_torchscript():
         scripted = torch.jit.script(predictor)
+        remove_file(onnx_beside(path))  # first: an interrupted export leaves no .onnx of the previous model
         save_script(scripted, path)  # atomic; ScriptModule.save itself would abort the process on a full disk
+    if onnx:
+        _write_onnx_beside(predictor, onnx_beside(path))
     return scripted
+
+
+def _write_onnx_beside(predictor: Predictor, path: Path) -> None:
+    """write_onnx, or one line on stderr saying why the ONNX file was not written (the TorchScript file was)."""
+    try:
+        from src.onnx_export import write_onnx  # here: onnx and onnxscript load only when a file is exported
+
+        write_onnx(predictor, path)
+    except Exception as err:  # noqa: BLE001 - any exporter failure: the TorchScript file is enough for everything
+        print(f"note: {path} not written ({error_line(err)}); the app and the CLI use the TorchScript file beside it",
+              file=sys.stderr)  # fmt: skip
 
 
 def _check_calibration_loader(loader: DataLoader, expected: dict) -> None:

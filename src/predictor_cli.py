@@ -17,11 +17,12 @@ import numpy as np
 import torch
 
 from src.calibration import describe_calibration, validation_loader
-from src.checks import OneLineParser
+from src.checks import OneLineParser, error_line
 from src.data import get_data_loaders
-from src.exported import error_line, load_predictor
+from src.exported import load_predictor
 from src.files import WriteError
-from src.helpers import DataError, model_file
+from src.helpers import DataError
+from src.paths import model_file
 from src.predictor import export_predictor, predictor_test
 from src.presets import DATASETS, eval_resize_size
 from src.transfer import build_model

@@ -27,7 +27,8 @@ from src.checks import (
 from src.data import get_class_names, get_data_loaders, get_normalization
 from src.files import WriteError, check_writable, save_json
 from src.gpu_data import fastest_loaders
-from src.helpers import MAX_SEED, DataError, get_device, model_file, seed_everything
+from src.helpers import MAX_SEED, DataError, get_device, seed_everything
+from src.paths import model_file
 from src.optimization import OPTIMIZERS, SCHEDULERS, get_loss, get_optimizer, get_scheduler
 from src.presets import DATASETS, MAX_IMAGE_SIZE
 from src.recipe import SCRATCH, TRANSFER, recipe_for, warmup_epochs

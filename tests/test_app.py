@@ -20,11 +20,11 @@ import src.app as app_module
 import src.app_card as card_module
 from src.app import LandmarkApp, held_out_photos, prediction_gallery, show_gallery
 from src.app_card import answer_html, bar_chart_html
-from src.exported import answer, load_predictor, top_k
 from src.files import quiet_torchscript
 from src.images import open_photo
 from src.landmarks import display_name
-from tests.test_app_card import card_parts, explaining_file, older_file
+from src.runtime import answer, chosen_file, load_model, top_k
+from tests.test_app_card import card_parts, explaining_file
 
 PROJECT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -53,7 +53,7 @@ def app(exported_scratch):
 
 
 def expected_top(exported: Path, content: bytes, k: int = 5) -> list[dict]:
-    return top_k(load_predictor(exported), open_photo(io.BytesIO(content)), k)
+    return top_k(load_model(chosen_file(exported)), open_photo(io.BytesIO(content)), k)  # the file the app runs
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ def test_the_gallery_without_the_dataset_says_so_in_one_line(tmp_path, monkeypat
 
 
 def expected_answer(exported: Path, content: bytes, k: int = 5) -> str:
-    predictor = load_predictor(exported)
+    predictor = load_model(chosen_file(exported))  # the file the app runs
     return answer_html(answer(predictor, open_photo(io.BytesIO(content)), k), len(predictor.class_names))
 
 
@@ -158,14 +158,6 @@ def test_a_photo_that_is_none_of_the_landmarks_says_so_with_the_number_of_landma
     app = LandmarkApp({"Strict": explaining_file(exported_scratch, 1.01, tmp_path / "strict.pt")})
     upload(app, ("cat.jpg", jpeg_bytes()))
     assert "This does not look like any of the 3 landmarks." in card_parts(app.results.children[0])[1].value
-
-
-def test_a_file_that_explains_is_warmed_up_with_explain_too(exported_scratch, tmp_path, monkeypatch):
-    asked = []
-    monkeypatch.setattr(app_module, "answer", lambda predictor, image, explain=False: asked.append(explain))
-    LandmarkApp({"Explains": explaining_file(exported_scratch, 0.0, tmp_path / "explains.pt")})
-    LandmarkApp({"Older": older_file(exported_scratch, tmp_path / "older.pt")})
-    assert asked == [True, True], "TorchScript optimizes explain during its own first two calls"
 
 
 def test_the_dropdown_switches_between_exported_models(exported_scratch, tmp_path):
@@ -259,7 +251,7 @@ def test_any_error_while_loading_the_model_for_an_upload_is_one_line(exported_sc
     def no_memory(path):
         raise MemoryError()
 
-    monkeypatch.setattr(app_module, "load_predictor", no_memory)
+    monkeypatch.setattr(app_module, "load_model", no_memory)
     upload(app, ("a.jpg", jpeg_bytes()))
     assert "cannot use this model (MemoryError)" in app.status.value and one_line_message(app.status.value)
 

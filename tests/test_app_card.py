@@ -12,7 +12,7 @@ from PIL import Image
 
 import src.app_card as card_module
 from src.app_card import answer_html, bar_chart_html, heatmap_overlay, jpeg, result_card
-from src.exported import answer, load_predictor
+from src.runtime import answer, load_model
 from src.files import quiet_torchscript
 
 
@@ -69,7 +69,7 @@ def older_file(exported: Path, path: Path) -> Path:
 def explaining(exported_scratch, tmp_path_factory):
     """Loaded predictors that explain: {"known": knows every photo, "unknown": knows none}."""
     folder = tmp_path_factory.mktemp("explaining")
-    return {kind: load_predictor(explaining_file(exported_scratch, threshold, folder / f"{kind}.pt"))
+    return {kind: load_model(explaining_file(exported_scratch, threshold, folder / f"{kind}.pt"))
             for kind, threshold in (("known", 0.0), ("unknown", 1.01))}  # fmt: skip
 
 
@@ -168,7 +168,7 @@ def test_the_toggle_shows_where_the_model_looked_and_hides_it_again(explaining):
 
 
 def test_a_file_that_cannot_explain_says_so_in_one_line_instead_of_the_toggle(exported_scratch, tmp_path):
-    predictor = load_predictor(older_file(exported_scratch, tmp_path / "older.pt"))
+    predictor = load_model(older_file(exported_scratch, tmp_path / "older.pt"))
     column, words, _ = card_parts(result_card(predictor, "a.jpg", half_bright_jpeg(), 3))
     line = column.children[2]
     assert isinstance(line, widgets.HTML) and "cannot show it" in line.value and "\n" not in line.value

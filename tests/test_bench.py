@@ -25,7 +25,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
         ("scratch_epoch_time.py", ["--images", "50", "--classes", "5", "--sizes", "32", "48"], ["  32  ", "  48  "]),
         ("loader_speed.py", ["--images", "50", "--classes", "5", "--workers", "1"],
          ["(a) course style", "(b) course style", "(c) src.data training loader"]),
-        ("predict_latency.py", ["--runs", "2"], ["from scratch (MyModel)", "after loading and warm_up"]),
+        ("predict_latency.py", ["--runs", "2"], ["from scratch (MyModel)", "onnx/ts", "ONNX Runtime"]),
         ("explain_speed.py", ["--runs", "2"], ["from scratch (MyModel)", "transfer (EfficientNet-Lite0)",
                                                "explain/plain", "explain's probabilities vs forward's"]),
         ("app_latency.py", ["--runs", "2", "--warm-up", "1"],

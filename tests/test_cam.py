@@ -15,13 +15,12 @@ from src.cam import (
     cam_parts,
     class_activation_maps,
     class_evidence,
-    crop_box,
-    crop_geometry,
     to_photo,
 )
+from src.crop import MAX_ASPECT, crop_box
 from src.files import quiet_torchscript
 from src.model import MLPBaseline, MyModel, PlainCNN
-from src.predictor import MAX_ASPECT, Predictor
+from src.predictor import Predictor
 from src.saliency import grad_cam
 from src.train import train_one_epoch
 from src.transfer import AVAILABLE_MODELS, build_model, get_model_transfer_learning, load_imagenet_model
@@ -213,13 +212,6 @@ def test_the_crop_box_is_where_the_predictor_crops(height, width, image_size, re
     assert box == pytest.approx(expected, abs=PIXEL)
 
 
-def test_crop_geometry_of_a_landscape_photo():
-    # 533 x 800: nothing cut; 800 * 256 / 533 = 384.2 -> 384; (384 - 224) / 2 = 80 columns off each side, 16 rows
-    assert crop_geometry(533, 800, 256, 224, 8) == [0, 0, 533, 800, 256, 384, 16, 80]
-    # 10 x 200: cut to its middle 80 columns; 10 rows -> 256, 80 columns -> 2048
-    assert crop_geometry(10, 200, 256, 224, 8) == [0, 60, 10, 80, 256, 2048, 16, 912]
-
-
 @pytest.mark.parametrize("height, width", PHOTOS.values(), ids=PHOTOS.keys())
 def test_the_heatmap_covers_the_crop_and_is_zero_outside_it(height, width):
     top, left, bottom, right = seen_box(height, width, 32, 40)
@@ -263,7 +255,6 @@ def test_the_functions_compile_with_torchscript_and_compute_the_same():
     maps = class_activation_maps(feature_maps, weight, classes)
     assert torch.equal(script(class_activation_maps)(feature_maps, weight, classes), maps)
     assert torch.equal(script(to_photo)(maps, 533, 800, 256, 224, 8), to_photo(maps, 533, 800, 256, 224, 8))
-    assert script(crop_geometry)(10, 200, 256, 224, 8) == crop_geometry(10, 200, 256, 224, 8)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ from src.data import (
     setup_env,
     visualize_one_batch,
 )
-from src.helpers import CHECKPOINTS_DIR, DataError, dataset_stats
+from src.helpers import DataError, dataset_stats
+from src.paths import CHECKPOINTS_DIR
 from src.images import load_rgb_image
 from src.presets import AugmentationRecipe, get_transforms
 from tests.conftest import N_CLASSES, N_TEST, N_TRAIN, SAMPLES, requires_samples

@@ -1,4 +1,4 @@
-"""Specification of src/exported.py: loading an exported predictor file, checking it, warming it up."""
+"""Specification of src/exported.py: loading an exported TorchScript file, checking it, running it."""
 
 import errno
 import zipfile
@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from src.exported import HOW_TO_EXPORT, answer, load_predictor, warm_up
+from src.exported import TorchScriptModel, load_predictor
 from src.files import quiet_torchscript
 from src.predictor import Predictor
+from src.runtime import HOW_TO_EXPORT
 from tests.conftest import LANDMARK_NAMES
 
 MEAN, STD = [0.5, 0.45, 0.4], [0.25, 0.25, 0.25]
@@ -22,12 +23,13 @@ def photo(width: int, height: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (1, 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 
-def test_warm_up_runs_a_loaded_predictor_without_changing_its_answers(exported_scratch):
+def test_the_runtime_interface_gives_the_files_own_answers_as_numpy(exported_scratch):
     predictor = load_predictor(exported_scratch)
-    with torch.inference_mode():
-        cold = predictor(photo(800, 600))
-        warm_up(predictor)
-        assert torch.allclose(predictor(photo(800, 600)), cold, atol=1e-6)
+    image = Image.fromarray(photo(300, 200)[0].permute(1, 2, 0).numpy())
+    probabilities, score, heatmap = TorchScriptModel(predictor).run(image, explain=True)
+    expected = predictor.explain(photo(300, 200))
+    np.testing.assert_allclose(probabilities, expected[0][0].numpy(), atol=1e-6)
+    assert score == pytest.approx(float(expected[1][0]), abs=1e-5) and heatmap.shape == (200, 300)
 
 
 def test_class_names_and_places_travel_inside_the_file(exported_scratch):
@@ -104,64 +106,7 @@ def test_a_model_file_that_cannot_be_read_says_why(error, words, exported_scratc
     def refuse(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr("src.exported.open", refuse, raising=False)  # shadows the builtin in src.exported only
+    monkeypatch.setattr("src.runtime.open", refuse, raising=False)  # shadows the builtin in src.runtime only
     with pytest.raises(ValueError) as info:
         load_predictor(exported_scratch)
     assert str(info.value).startswith(f"{exported_scratch}: {words}") and "not a loadable" not in str(info.value)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# answer: what the app and the CLI show for one photo
-
-
-class Scripted(torch.nn.Module):
-    """A predictor file's interface with fixed answers: probabilities, a score against a threshold, a heatmap."""
-
-    def __init__(self, probabilities: list[float], score: float, threshold: float):
-        super().__init__()
-        self.class_names = LANDMARK_NAMES
-        self.class_places = ["Paris, France", "San Francisco, California, United States", "Brussels, Belgium"]
-        self.threshold = threshold
-        self.register_buffer("probabilities", torch.tensor([probabilities]))
-        self.register_buffer("score", torch.tensor([score]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.probabilities
-
-    @torch.jit.export
-    def classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.probabilities, self.score
-
-    @torch.jit.export
-    def explain(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.probabilities, self.score, torch.linspace(0, 1, x.shape[2] * x.shape[3]).view(1, x.shape[2], -1)
-
-
-def scripted(module: torch.nn.Module) -> torch.jit.ScriptModule:
-    with quiet_torchscript():
-        return torch.jit.script(module)
-
-
-def test_answer_gives_the_top_k_with_their_places_and_the_probabilities_summed_by_country():
-    image = Image.new("RGB", (40, 30))
-    result = answer(scripted(Scripted([0.2, 0.5, 0.3], score=1.0, threshold=0.5)), image, k=2)
-    assert [(p["name"], p["country"], p["probability"]) for p in result["predictions"]] == [
-        ("Golden Gate Bridge", "United States", pytest.approx(0.5)), ("Atomium", "Belgium", pytest.approx(0.3))]
-    assert result["predictions"][0]["latitude"] == pytest.approx(37.8199, abs=0.01)
-    assert result["countries"] == [("United States", pytest.approx(0.5)), ("Belgium", pytest.approx(0.3)),
-                                   ("France", pytest.approx(0.2))]  # fmt: skip
-    assert result["known"] and result["heatmap"] is None
-
-
-def test_a_photo_scoring_below_the_files_threshold_is_unknown_and_explain_gives_a_heatmap_at_its_size():
-    predictor = scripted(Scripted([0.2, 0.5, 0.3], score=0.4, threshold=0.5))
-    result = answer(predictor, Image.new("RGB", (40, 30)), explain=True)
-    assert not result["known"]
-    assert result["heatmap"].shape == (30, 40) and result["heatmap"].dtype == np.float32
-
-
-def test_an_exported_file_without_calibration_knows_every_photo_and_explains_it_at_the_photos_size(exported_scratch):
-    result = answer(load_predictor(exported_scratch), Image.new("RGB", (300, 200)), k=3, explain=True)
-    assert result["known"] and len(result["predictions"]) == 3
-    assert result["heatmap"].shape == (200, 300) and 0 <= result["heatmap"].min() <= result["heatmap"].max() <= 1
-    assert sum(probability for _, probability in result["countries"]) == pytest.approx(1.0, abs=1e-5)

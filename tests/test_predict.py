@@ -3,6 +3,8 @@ these landmarks" below the file's threshold, and one clear line per bad input.""
 
 import json
 import os
+import subprocess
+import sys
 import struct
 import zlib
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-import src.predict
+import src.runtime
 from src.calibration import Calibration
 from src.predict import main
 from src.files import quiet_torchscript
@@ -154,7 +156,7 @@ def test_hostile_photos_each_get_one_line_and_odd_but_valid_ones_are_classified(
 def test_a_photo_the_model_fails_on_is_one_line_and_the_next_photo_is_still_classified(
     exported_scratch, good_photo, tmp_path, monkeypatch, capsys
 ):
-    answer = src.predict.answer
+    answer = src.runtime.answer
     failing = tmp_path / "fails.jpg"
     failing.write_bytes(good_photo.read_bytes())
 
@@ -166,7 +168,7 @@ def test_a_photo_the_model_fails_on_is_one_line_and_the_next_photo_is_still_clas
         return answer(predictor, image, k)
 
     sometimes_fails.failed = False
-    monkeypatch.setattr(src.predict, "answer", sometimes_fails)
+    monkeypatch.setattr(src.runtime, "answer", sometimes_fails)
     code, out, err = run(capsys, failing, good_photo, "--model", exported_scratch)
     assert code == 1 and err == f"error: {failing}: could not classify this photo (RuntimeError: out of memory)\n"
     assert out.startswith(str(good_photo))
@@ -325,3 +327,49 @@ def test_nan_probabilities_are_one_line_and_the_next_photo_is_still_classified(
     assert code == 1
     assert err == f"error: {tmp_path / 'bright.png'}: could not classify this photo (NaN probabilities)\n"
     assert [result["photo"] for result in json.loads(out)] == [str(tmp_path / "dark.png")]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# ONNX Runtime: the same answers, fast, without torch
+
+
+@pytest.mark.parametrize("output", [[], ["--json"]], ids=["text", "json"])
+def test_an_onnx_model_gives_exactly_the_torchscript_files_output(exported_scratch, good_photo, output, capsys):
+    runs = [run(capsys, good_photo, "--model", model, "--top-k", "3", *output)
+            for model in (exported_scratch, exported_scratch.with_suffix(".onnx"))]  # fmt: skip
+    (code, out, err), (onnx_code, onnx_out, onnx_err) = runs
+    assert (code, err) == (onnx_code, onnx_err) == (0, "")
+    if output:  # JSON: the same names and places, probabilities equal to float32 precision
+        for expected, found in zip(json.loads(out)[0]["predictions"], json.loads(onnx_out)[0]["predictions"]):
+            assert found == {**expected, "probability": pytest.approx(expected["probability"], abs=1e-5)}
+    else:
+        assert onnx_out == out
+
+
+def test_without_model_the_onnx_file_answers_when_it_exists_and_stderr_says_so(exported_scratch, good_photo,
+                                                                                monkeypatch, capsys):  # fmt: skip
+    monkeypatch.setattr(src.predict, "DEFAULT_MODEL", exported_scratch)
+    code, out, err = run(capsys, good_photo, "--json")
+    assert code == 0 and err == f"Using {exported_scratch.with_suffix('.onnx')} (ONNX Runtime)\n"
+    assert json.loads(out)[0]["photo"] == str(good_photo)
+    monkeypatch.setattr(src.runtime, "onnx_runtime_installed", lambda: False)
+    assert run(capsys, good_photo, "--json")[2] == f"Using {exported_scratch} (TorchScript)\n"
+
+
+def imported_after(code: str) -> list[str]:
+    """Which of torch, numpy and onnxruntime a fresh Python has imported after running `code`."""
+    script = f"import sys\n{code}\nprint([m for m in ('torch', 'numpy', 'onnxruntime') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parents[1]).stdout  # fmt: skip
+    return json.loads(out.splitlines()[-1].replace("'", '"'))  # the last line: what the command printed comes first
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["photo.jpg", "--top-k", "0"], []], ids=["help", "bad option", "none"])
+def test_help_and_argument_errors_answer_before_anything_heavy_is_imported(argv):
+    code = f"from src.predict import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
+    assert imported_after(code) == []
+
+
+def test_a_photo_through_the_onnx_file_never_imports_torch(exported_scratch, good_photo):
+    code = f"from src.predict import main; main([{str(good_photo)!r}, '--model', {str(exported_scratch.with_suffix('.onnx'))!r}])"
+    assert imported_after(code) == ["numpy", "onnxruntime"]

@@ -18,12 +18,8 @@ from src.calibration import DEFAULT_SCORE, Calibration, calibrate, calibrated
 from src.data import get_data_loaders, get_normalization
 from src.exported import load_predictor
 from src.files import WriteError, quiet_torchscript
-from src.predictor import (
-    MAX_ASPECT,
-    Predictor,
-    export_predictor,
-    export_settings,
-)
+from src.crop import MAX_ASPECT
+from src.predictor import Predictor, export_predictor, export_settings
 from src.presets import LANDMARK_IMAGE_SIZE, LANDMARK_RESIZE_SIZE, eval_resize_size, get_transforms
 from src.transfer import PRETRAINED_MEAN, PRETRAINED_STD, get_model_transfer_learning
 from tests.conftest import LANDMARK_NAMES, tmpfs
@@ -172,7 +168,7 @@ print(json.dumps({{"names": list(predictor.class_names), "sum": float(probabilit
 def test_export_writes_atomically_and_leaves_the_model_where_it_was(small_scratch_model, tmp_path):
     path = tmp_path / "exported.pt"
     export_predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD, path, *SIZES)
-    assert [p.name for p in tmp_path.iterdir()] == ["exported.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exported.onnx", "exported.pt"]  # no temporary file left
     assert not small_scratch_model.training
 
 

@@ -85,9 +85,9 @@ def test_a_cli_checkpoint_is_exported_calibrated_on_its_runs_validation_split(la
 def test_a_model_trained_by_the_cli_reaches_the_app_by_one_command(landmark_data, tmp_path, monkeypatch, capsys):
     """python -m src.train writes checkpoints/best_val_loss.pt; python -m src.predictor --export turns it into
     checkpoints/original_exported.pt, the file the app loads, and tests it."""
-    from src import helpers
+    from src import paths
 
-    monkeypatch.setattr(helpers, "CHECKPOINTS_DIR", tmp_path)
+    monkeypatch.setattr(paths, "CHECKPOINTS_DIR", tmp_path)
     argv = ["--epochs", "1", "--image-size", "64", "--batch-size", "8", "--num-workers", "0"]
     assert train_main(argv) == 0
     assert (tmp_path / "best_val_loss.pt").is_file() and (tmp_path / "best_val_loss.json").is_file()
