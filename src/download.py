@@ -26,11 +26,10 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
-from tqdm.auto import tqdm
-
 from src import helpers
 from src.files import WriteError, check_writable, describe_write_error
 from src.helpers import DataError, is_dataset_root
+from src.progress import tqdm
 from src.unpack import extract_atomically, remove_stale_temp_folders, size_text
 
 try:

@@ -20,7 +20,6 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Subset
 from torchvision.datasets import ImageFolder
-from tqdm.auto import tqdm
 
 from src.augment import augment, center_crop
 from src.data import base_dataset, get_normalization
@@ -32,6 +31,7 @@ from src.presets import (
     augmentation_recipe,
     eval_resize_size,
 )
+from src.progress import tqdm
 
 
 def cache_side(short_side: int) -> int:

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS
-from tqdm.auto import tqdm
 
 from src.checks import check_int
 from src.files import WriteError, save_json
 from src.images import load_rgb_image
 from src.paths import PROJECT_ROOT
+from src.progress import tqdm
 
 DEFAULT_DATA_DIR = PROJECT_ROOT / "landmark_images"
 STATS_FILE = "dataset_stats.json"  # cached mean/std and unreadable files, written into the dataset root

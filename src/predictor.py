@@ -24,7 +24,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import v2
-from tqdm.auto import tqdm
 
 from src.calibration import DEFAULT_SCORE, Calibration, calibrate, calibrated
 from src.cam import ClassActivationMapper, cam_parts
@@ -34,6 +33,7 @@ from src.data import base_dataset, get_normalization
 from src.files import quiet_torchscript, remove_file, save_script
 from src.landmarks import display_name, landmark_place
 from src.paths import onnx_beside
+from src.progress import tqdm
 
 
 class Predictor(nn.Module):

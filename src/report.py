@@ -56,7 +56,8 @@ def run_notebook(
         # The kernel talks to us over local sockets (IPC) rather than TCP: no "running over TCP without encryption"
         # warning in the terminal, and no port another user could connect to.
         config = Config({"KernelManager": {"transport": "ipc", "ip": f"{sockets}/kernel"}})
-        client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", config=config,
+        # coalesce_streams: a progress bar's updates (text joined by \r, src/progress.py) are saved as its last line
+        client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", config=config, coalesce_streams=True,
                                 resources={"metadata": {"path": str(PROJECT)}})  # fmt: skip
         return _execute(client, notebook, path, env)
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from src.checkpoints import (
     check_save_folder,
@@ -32,6 +31,7 @@ from src.checks import check_int
 from src.files import WriteError, save_torch
 from src.helpers import get_device
 from src.optimization import get_scheduler
+from src.progress import tqdm
 from src.visualize import LivePlot
 
 IMPROVEMENT = 0.01  # a validation loss counts as a new best only if it is more than 1% below the best so far

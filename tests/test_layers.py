@@ -12,14 +12,14 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = [  # bottom to top
-    ("checks", "files", "recipe", "paths", "crop"),  # what every layer uses: option checks, atomic writes, the training
-    # settings, where models live, the crop recipe
+    ("checks", "files", "recipe", "paths", "crop", "progress"),  # what every layer uses: option checks, atomic writes,
+    # the training settings, where models live, the crop recipe, progress bars
     ("images", "landmarks", "helpers", "unpack", "download", "presets", "synthetic", "fashion_mnist", "splits", "data",
      "augment", "gpu_data"),  # data
     ("model", "transfer", "visualize", "convolution", "saliency", "cam"),  # models, and pictures of data and models
     ("optimization", "checkpoints", "train", "train_cli", "experiments"),  # training
     ("exported", "calibration", "predictor", "predictor_cli", "results", "onnx_export", "onnx_runtime", "runtime"),  # export
-    ("predict", "app", "app_card", "app_map", "report"),  # faces
+    ("predict", "app", "app_card", "app_map", "report", "web"),  # faces
 ]
 LAYER_OF = {module: level for level, modules in enumerate(LAYERS) for module in modules}
 
