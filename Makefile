@@ -69,3 +69,15 @@ app: $(VENV)/installed
 
 clean-venv:
 	rm -rf $(VENV)
+
+.PHONY: web-build web
+
+## make web-build: the app as a static web page in build/web: the models run in the browser (ONNX Runtime Web), no
+## Python behind it; any static host can serve the folder. Needs the exported models and Node 18+ with npm (src/web.py).
+web-build: $(VENV)/installed
+	$(BIN)/python -m src.web build
+
+## make web: build the page, then serve it on http://127.0.0.1:8000
+web: $(VENV)/installed
+	$(BIN)/python -m src.web build
+	$(BIN)/python -m src.web serve --port 8000

@@ -68,3 +68,17 @@ def test_kill_resume_leaves_a_loadable_checkpoint_and_resumes():
     same = re.search(r"resumed history equal to the uninterrupted run's: (\d+)/(\d+)", result.stdout)
     assert killed >= 1 and loadable[1] == resumed[1] == same[1] == same[2] == str(killed), result.stdout
     assert "FAILED" not in result.stdout, result.stdout
+
+
+def test_web_latency_runs_in_the_browser_and_prints_its_figures(exported_scratch):
+    """bench/web_latency.py on the small exported model's ONNX file (the real models take half a minute to export)."""
+    from tests.test_web import browser_missing
+
+    if browser_missing():
+        pytest.skip(browser_missing())
+    onnx = exported_scratch.with_suffix(".onnx")
+    result = subprocess.run([sys.executable, str(BENCH / "web_latency.py"), "--runs", "2", "--warm-up", "1", "--onnx",
+                             str(onnx)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for figure in ("machine:", "Chromium", onnx.name, "p50", "(ms; parts: medians)"):
+        assert figure in result.stdout, result.stdout
