@@ -16,6 +16,7 @@ import html
 import logging
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbconvert import HTMLExporter
 from tqdm import tqdm
 from traitlets.config import Config
@@ -73,16 +74,32 @@ def _execute(client: NotebookClient, notebook: nbformat.NotebookNode, path: Path
     client.on_cell_start = on_cell_start
     start, error = time.perf_counter(), None
     try:
-        client.execute(**({} if env is None else {"env": env}))
+        # the kernel's own stderr is its log, not the notebook's (that is in the cells' outputs): stopped by Ctrl-C, it
+        # logs a ZMQError traceback a reader cannot act on
+        client.execute(stderr=subprocess.DEVNULL, **({} if env is None else {"env": env}))
         bar.n = len(notebook.cells)
     except CellExecutionError as err:
         index = bar.n
         reason = (err.ename + ": " + err.evalue) if err.ename else str(err).strip().splitlines()[-1]
         error = f"{path.name} stopped in cell {index + 1} ({first_line(notebook.cells[index])}): {reason}"
+    except Exception as err:  # noqa: BLE001 - only a stopped kernel is handled here
+        if not _kernel_stopped(err):
+            raise
+        error = (f"{path.name} stopped in cell {bar.n + 1} ({first_line(notebook.cells[bar.n])}): its kernel stopped "
+                 f"(Ctrl-C, out of memory, or killed); the files it saved before are intact")  # fmt: skip
     finally:
         bar.set_postfix_str("done" if error is None else "failed", refresh=False)
         bar.close()
     return notebook, error, time.perf_counter() - start
+
+
+def _kernel_stopped(err: BaseException | None) -> bool:
+    """Whether err is nbclient's DeadKernelError, or was raised while handling one. Ctrl-C makes nbclient shut its
+    kernel down (its own SIGINT handler): the running cell then ends in DeadKernelError, and nbclient's clean-up after
+    it in an AssertionError (nbclient 0.11)."""
+    while err is not None and not isinstance(err, DeadKernelError):
+        err = err.__context__
+    return err is not None
 
 
 def records(notebook: nbformat.NotebookNode) -> list[dict]:
@@ -224,6 +241,20 @@ def write_html(notebook: nbformat.NotebookNode, path: Path) -> None:
     write_atomically(path, page.encode())
 
 
+def run_all(notebooks: list[Path], output_dir: Path) -> dict:
+    """Run the notebooks in order, each one's page written when it ends, until one fails; then the report. Returns
+    run_notebook's (notebook, error, seconds) by name."""
+    runs = {}
+    for path in notebooks:
+        runs[path.name] = run_notebook(path)
+        write_html(runs[path.name][0], output_dir / path.with_suffix(".html").name)
+        if runs[path.name][1]:
+            break  # the next notebooks need this one's models
+    quick = os.environ.get("LANDMARK_QUICK") == "1"
+    write_html(combined(runs, summary_html(runs, quick)), output_dir / REPORT)
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(description="Run the notebooks in order and write the report a reviewer grades.")
     parser.add_argument("notebooks", nargs="*", type=Path, default=[PROJECT / name for name in NOTEBOOKS])
@@ -241,19 +272,16 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, WriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    runs = {}
-    for path in args.notebooks:
-        runs[path.name] = run_notebook(path)
-        write_html(runs[path.name][0], args.output_dir / path.with_suffix(".html").name)
-        if runs[path.name][1]:
-            break  # the next notebooks need this one's models
-    quick = os.environ.get("LANDMARK_QUICK") == "1"
-    write_html(combined(runs, summary_html(runs, quick)), args.output_dir / REPORT)
+    try:
+        runs = run_all(args.notebooks, args.output_dir)
+    except KeyboardInterrupt:  # Ctrl-C between notebooks (during one, it stops that notebook's kernel: run_notebook)
+        print("\ninterrupted: the files written so far are intact (written atomically); run again", file=sys.stderr)
+        return 130
     print(run_table(runs))
     print(f"Report: {args.output_dir / REPORT}")
     errors = [error for _, error, _ in runs.values() if error]
     for error in errors:
-        print(f"error: {error} (its page shows the traceback)", file=sys.stderr)
+        print(f"error: {error} (its page shows the cell)", file=sys.stderr)
     return 1 if errors else 0
 
 

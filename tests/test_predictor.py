@@ -351,3 +351,29 @@ def test_an_exported_file_explains_where_its_model_looked_when_the_model_allows_
         probabilities, scores, heatmaps = explaining.explain(photo(50, 40))
         assert torch.allclose(probabilities, explaining(photo(50, 40)), atol=1e-6)
     assert heatmaps.shape == (1, 40, 50) and scores.shape == (1,)
+
+
+def test_predictor_test_counts_what_the_file_says_of_each_image_alone(exported_scratch, tmp_path, monkeypatch, capsys):
+    """Images of one size go through the file together (up to TEST_BATCH): the counts are those of one by one."""
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import ImageFolder
+
+    from src import predictor as predictor_module
+    from src.predictor import predictor_test
+
+    rng = np.random.default_rng(0)
+    sizes = [(40, 40)] * 7 + [(50, 30)] * 2 + [(40, 40)] * 6  # runs of one size, broken by another
+    for index, size in enumerate(sizes):
+        folder = tmp_path / f"{index % 3}.class_{index % 3}"
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"{index:02d}.png")
+    dataset = ImageFolder(tmp_path)
+    predictor = load_predictor(exported_scratch)
+    expected = np.zeros((3, 3), dtype=np.int64)
+    for image, label in dataset:
+        pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).unsqueeze(0)
+        expected[label, int(predictor(pixels).argmax())] += 1
+    monkeypatch.setattr(predictor_module, "TEST_BATCH", 4)
+    accuracy, confusion = predictor_test(DataLoader(dataset), predictor, "the file")
+    assert (confusion == expected).all() and accuracy == pytest.approx(np.trace(expected) / len(sizes))
+    assert f"Accuracy of the file: {100 * accuracy:.1f}%" in capsys.readouterr().out

@@ -3,13 +3,21 @@
 The report of the three real notebooks is checked in tests/test_notebooks.py, which runs them once for all its tests.
 """
 
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import nbformat
 import pytest
 
 from src.report import combined, main, records, rubric, run_notebook, run_table, summary_html
 from src.results import RESULTS_MIME
+
+PROJECT = Path(__file__).resolve().parents[1]
 
 
 def notebook_file(path, *sources: str, markdown: str = "# A notebook\n\n## Part one"):
@@ -121,8 +129,33 @@ def test_the_cli_stops_at_the_first_failing_notebook_with_one_line_and_keeps_its
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["bad.html", "report.html"]
     err = capsys.readouterr().err.splitlines()
     assert err[-1] == "error: bad.ipynb stopped in cell 2 (1 / 0): ZeroDivisionError: division by zero (its page " \
-        "shows the traceback)"  # fmt: skip
+        "shows the cell)"  # fmt: skip
     assert "Traceback" not in "\n".join(err)
+
+
+def test_a_kernel_that_dies_in_a_cell_is_one_line(tmp_path):
+    killed = notebook_file(tmp_path / "n.ipynb", "x = 1", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    _, error, _ = run_notebook(killed)
+    assert error == ("n.ipynb stopped in cell 3 (import os, signal): its kernel stopped (Ctrl-C, out of memory, or "
+                     "killed); the files it saved before are intact")  # fmt: skip
+
+
+def test_ctrl_c_during_a_notebook_stops_the_run_with_one_line_and_no_traceback(tmp_path):
+    """What a terminal's Ctrl-C does: SIGINT to the whole process group, `make` and the report in it."""
+    started = tmp_path / "started"
+    slow = notebook_file(tmp_path / "slow.ipynb", f"import time\nopen({str(started)!r}, 'w').close()\n"
+                                                  "for _ in range(600):\n    time.sleep(0.1)")  # fmt: skip
+    command = [sys.executable, "-m", "src.report", str(slow), "--output-dir", str(tmp_path / "out")]
+    report = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=PROJECT,
+                              start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)  # until the cell runs
+    os.killpg(report.pid, signal.SIGINT)
+    out, err = report.communicate(timeout=60)
+    assert report.returncode == 1 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("error: slow.ipynb stopped in cell 2 (import time): its kernel stopped")
+    assert (tmp_path / "out" / "slow.html").is_file() and "Report:" in out
 
 
 def test_the_cli_refuses_a_missing_notebook_in_one_line(tmp_path, capsys):
