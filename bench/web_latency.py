@@ -13,11 +13,11 @@ recipe in JavaScript), the model in ONNX Runtime Web (with its class activation 
 inside the page (performance.now; painting is not included). Prints the machine, then per model the seconds until the
 page was ready with it, p50/p95 of the whole card in milliseconds and the median of each part.
 
-Measured on the team's 2-core VM (Chromium 156, onnxruntime-web 1.31.1, one thread; a 533x800 landmark photo; 50 runs)
-while another job kept its load average at 4.5-6, so p95 is mostly the other job:
-    python bench/web_latency.py          EfficientNet-Lite0 p50 139 ms (model 92), MyModel p50 111 ms (model 80)
-    --onnx FILES (export_models's), x4  EfficientNet-Lite0 p50 84-128 ms, MyModel p50 90-114 ms; p95 110-365 ms
-Two threads on that machine took 151-233 ms (p50), one 87-110 ms: the page and the browser need the other core.
+Measured on the team's 2-core VM (Chromium 156, onnxruntime-web 1.31.1, one thread; a 533x800 landmark photo; 50 runs):
+    python bench/web_latency.py   EfficientNet-Lite0 p50 70.5 ms, p95 81.4 (model 50.4); MyModel p50 63.3, p95 76.2
+                                  (model 42.8); decoding about 11 ms, the crop recipe 3.5 ms, the card 5.5 ms
+Two threads on that machine took 151-233 ms (p50) against 87-110 ms with one, in runs while another job kept the load
+average at 4.5-6: the page and the browser need the other core.
 """
 
 import argparse

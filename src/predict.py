@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     from src.images import PhotoError, open_photo  # after parsing: --help and bad options need none of it
     from src.runtime import answer, chosen_file, describe, load_model
 
-    try:
-        model = load_model(args.model or chosen_file(DEFAULT_MODEL))
+    try:  # few photos: TorchScript's optimizing first calls would cost more than they save (src/exported.py)
+        model = load_model(args.model or chosen_file(DEFAULT_MODEL), optimize=False)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -89,15 +89,19 @@ def load_onnx(path: str | Path) -> OnnxPredictor:
     return model
 
 
-def load_model(path: str | Path):
-    """An exported model file, loaded by the runtime its suffix names, checked and warmed up: an OnnxPredictor for
-    .onnx, a src.exported.TorchScriptModel otherwise. Both have class_names, class_places, threshold, can_explain,
-    runtime (its name) and run(photo, explain). Any problem is a one-line ValueError naming the file."""
+def load_model(path: str | Path, optimize: bool = True):
+    """An exported model file, loaded by the runtime its suffix names and checked: an OnnxPredictor for .onnx, a
+    src.exported.TorchScriptModel otherwise. Both have class_names, class_places, threshold, can_explain, runtime (its
+    name) and run(photo, explain). Any problem is a one-line ValueError naming the file.
+
+    optimize=False: TorchScript runs its plain interpreter instead of optimizing the model during its first two calls,
+    which pays only over many photos (the predict CLI; src.exported.TorchScriptModel). ONNX Runtime always optimizes,
+    when the file is loaded."""
     if Path(path).suffix.lower() == ".onnx":
         return load_onnx(path)
-    from src.exported import TorchScriptModel, load_predictor  # here: torch is imported only for a TorchScript file
+    from src.exported import TorchScriptModel  # here: torch is imported only for a TorchScript file
 
-    return TorchScriptModel(load_predictor(path), Path(path))
+    return TorchScriptModel.load(Path(path), optimize)
 
 
 def blank_photo():

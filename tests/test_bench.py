@@ -26,6 +26,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
         ("loader_speed.py", ["--images", "50", "--classes", "5", "--workers", "1"],
          ["(a) course style", "(b) course style", "(c) src.data training loader"]),
         ("predict_latency.py", ["--runs", "2"], ["from scratch (MyModel)", "onnx/ts", "ONNX Runtime"]),
+        ("predict_latency.py", ["--runs", "2", "--json"], ['"torchscript": {', '"onnx": {', '"p50": ']),
         ("explain_speed.py", ["--runs", "2"], ["from scratch (MyModel)", "transfer (EfficientNet-Lite0)",
                                                "explain/plain", "explain's probabilities vs forward's"]),
         ("app_latency.py", ["--runs", "2", "--warm-up", "1"],
@@ -49,7 +50,7 @@ def test_each_benchmark_runs_and_prints_its_figures(script, options, figures):
     assert result.returncode == 0, result.stderr[-3000:]
     for figure in figures:
         assert figure in result.stdout, result.stdout
-    assert "img/s" in result.stdout or " ms" in result.stdout
+    assert "img/s" in result.stdout or " ms" in result.stdout or '"p50": ' in result.stdout  # JSON: in ms
 
 
 def test_kill_resume_leaves_a_loadable_checkpoint_and_resumes():

@@ -110,3 +110,12 @@ def test_a_model_file_that_cannot_be_read_says_why(error, words, exported_scratc
     with pytest.raises(ValueError) as info:
         load_predictor(exported_scratch)
     assert str(info.value).startswith(f"{exported_scratch}: {words}") and "not a loadable" not in str(info.value)
+
+
+def test_without_optimizing_the_file_gives_the_same_answers(exported_scratch):
+    """optimize=False (the predict CLI's few photos) runs TorchScript's plain interpreter: the same numbers."""
+    image = Image.fromarray(photo(300, 200)[0].permute(1, 2, 0).numpy())
+    plain, optimized = TorchScriptModel.load(exported_scratch, optimize=False), TorchScriptModel.load(exported_scratch)
+    assert (plain.optimize, optimized.optimize) == (False, True)
+    for _ in range(3):  # past the optimizing executor's first two calls
+        np.testing.assert_allclose(plain.run(image, explain=True)[0], optimized.run(image, explain=True)[0], atol=1e-6)

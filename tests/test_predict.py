@@ -373,3 +373,13 @@ def test_help_and_argument_errors_answer_before_anything_heavy_is_imported(argv)
 def test_a_photo_through_the_onnx_file_never_imports_torch(exported_scratch, good_photo):
     code = f"from src.predict import main; main([{str(good_photo)!r}, '--model', {str(exported_scratch.with_suffix('.onnx'))!r}])"
     assert imported_after(code) == ["numpy", "onnxruntime"]
+
+
+def test_the_cli_runs_a_torchscript_file_without_its_optimizing_first_calls(exported_scratch, good_photo, monkeypatch,
+                                                                            capsys):  # fmt: skip
+    """A cold CLI answers a few photos: TorchScript's optimizing first two calls would cost more than they save."""
+    loaded = []
+    real = src.runtime.load_model
+    monkeypatch.setattr(src.runtime, "load_model", lambda path, optimize=True: loaded.append(optimize) or real(path, optimize))
+    assert run(capsys, good_photo, "--model", exported_scratch)[0] == 0
+    assert loaded == [False]
