@@ -23,7 +23,7 @@ from pathlib import Path
 
 import src  # noqa: F401 - sets OMP_WAIT_POLICY before torch loads
 from src.checks import POSITIVE_INT, OneLineParser, error_line
-from src.paths import model_file
+from src.paths import model_file, onnx_beside
 
 DEFAULT_MODEL = model_file("transfer", exported=True)
 
@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None):
     parser = OneLineParser(description="Suggest the most likely landmarks for photos.")
     parser.add_argument("photos", nargs="+", type=Path, metavar="PHOTO")
     parser.add_argument("--model", type=Path, help=f"exported model: .onnx (ONNX Runtime) or .pt (TorchScript); "
-                        f"default {DEFAULT_MODEL.with_suffix('.onnx')} when it exists, else {DEFAULT_MODEL}")  # fmt: skip
+                        f"default {onnx_beside(DEFAULT_MODEL)} when it exists, else {DEFAULT_MODEL}")  # fmt: skip
     parser.add_argument("--top-k", type=POSITIVE_INT, default=5, help="how many landmarks per photo (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     return parser.parse_args(argv)

@@ -126,3 +126,23 @@ def small_model():
 
     torch.manual_seed(0)
     return MyModel(num_classes=3, dropout=0.1, stem_stride=1, widths=(8, 16), blocks_per_stage=(1, 1))
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update"]  # fmt: skip
+
+
+def local_only_page(browser, url: str):
+    """A new Playwright page (1200x900) that may only reach `url`: every other request is refused, as without the
+    internet, and recorded in page.refused (map tiles, say)."""
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.refused = []
+
+    def offline(route):
+        if route.request.url.startswith(url):
+            return route.continue_()
+        page.refused.append(route.request.url)
+        return route.abort("internetdisconnected")
+
+    page.route("**/*", offline)
+    return page

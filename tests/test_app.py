@@ -24,6 +24,7 @@ from src.files import quiet_torchscript
 from src.images import open_photo
 from src.landmarks import display_name
 from src.runtime import answer, chosen_file, load_model, top_k
+from tests.conftest import CHROMIUM_ARGS, local_only_page
 from tests.test_app_card import card_parts, explaining_file
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -320,22 +321,9 @@ def offline_page(voila_url):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-                  "--disable-background-networking", "--disable-component-update"],
-        )  # fmt: skip
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.refused = []
-
-            def offline(route):
-                if route.request.url.startswith(voila_url):
-                    return route.continue_()
-                page.refused.append(route.request.url)
-                return route.abort("internetdisconnected")
-
-            page.route("**/*", offline)
+            page = local_only_page(browser, voila_url)
             page.goto(voila_url, timeout=120_000)
             page.get_by_role("button", name="Upload photos").wait_for(timeout=120_000)  # the kernel ran the notebook
             yield page

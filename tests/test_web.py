@@ -28,7 +28,7 @@ from src.images import open_photo
 from src.landmarks import country_line
 from src.paths import onnx_beside
 from src.web import LOCK_STAMP, PACKAGE_FILES, PAGE, WEB_DIR, BuildError, build_site, make_server
-from tests.conftest import LANDMARK_NAMES
+from tests.conftest import CHROMIUM_ARGS, LANDMARK_NAMES, local_only_page
 
 PROJECT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -224,11 +224,7 @@ def browser(url):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-                  "--disable-background-networking", "--disable-component-update"],
-        )  # fmt: skip
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
 
@@ -237,16 +233,7 @@ def browser(url):
 def loaded_page(browser, url):
     """The page, loaded once for the module (loading ONNX Runtime's wasm is most of a test's time), offline: every
     request that is not to its server is refused (map tiles included) and recorded in page.refused."""
-    page = browser.new_page(viewport={"width": 1200, "height": 900})
-    page.refused = []
-
-    def offline(route):
-        if route.request.url.startswith(url):
-            return route.continue_()
-        page.refused.append(route.request.url)
-        return route.abort("internetdisconnected")
-
-    page.route("**/*", offline)
+    page = local_only_page(browser, url)
     page.goto(url)
     page.locator("body[data-ready=true]").wait_for(timeout=60_000)
     yield page
