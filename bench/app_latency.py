@@ -1,7 +1,7 @@
 """Latency of the app's answer to one uploaded photo: from the upload to the result card built, map and "where the model
 looked" included, on the CPU.
 
-    python bench/app_latency.py [--runs 50] [--warm-up 5] [--k 5]
+    python bench/app_latency.py [--runs 50] [--warm-up 5] [--k 5] [--models scratch transfer]
 
 Each model kind is exported for the landmark task (the 50 landmarks' names, so the map has its markers; 224 px) as
 bench/predict_latency.py does: the from-scratch model untrained, the transfer model with its ImageNet backbone and a new
@@ -117,13 +117,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warm-up", type=int, default=5, help="untimed uploads first (after the app's own warm-up)")
     parser.add_argument("--k", type=int, default=5, help="landmarks shown (the app's slider)")
+    parser.add_argument("--models", nargs="+", choices=["scratch", "transfer"], default=["scratch", "transfer"],
+                        help="which kinds to time (default both)")
     args = parser.parse_args()
     torch.manual_seed(0)
     names = [row["name"] for row in landmarks().values()]
-    models = {
-        "from scratch (MyModel)": (MyModel(num_classes=50).eval(), [0.5] * 3, [0.25] * 3),
-        "transfer (EfficientNet-Lite0)": (get_model_transfer_learning(n_classes=50).eval(), PRETRAINED_MEAN, PRETRAINED_STD),
-    }
+    kinds = {  # kind -> (label, a builder of (model, mean, std))
+        "scratch": ("from scratch (MyModel)", lambda: (MyModel(num_classes=50).eval(), [0.5] * 3, [0.25] * 3)),
+        "transfer": ("transfer (EfficientNet-Lite0)",
+                     lambda: (get_model_transfer_learning(n_classes=50).eval(), PRETRAINED_MEAN, PRETRAINED_STD)),
+    }  # fmt: skip
+    models = {kinds[kind][0]: kinds[kind][1]() for kind in kinds if kind in args.models}
     name, content = photo_bytes()
     size = Image.open(io.BytesIO(content)).size
     print(f"{machine()}; photo {name} {size[0]}x{size[1]}; top {args.k}; {args.warm_up} warm-up + {args.runs} runs each")

@@ -1,7 +1,7 @@
 """Latency of the exported predictors: one photo, on the CPU, preprocessing included: eager PyTorch, the TorchScript
 file and the ONNX file in ONNX Runtime, in one run.
 
-    python bench/predict_latency.py [--runs 50] [--threads N] [--json]
+    python bench/predict_latency.py [--runs 50] [--threads N] [--json] [--models scratch transfer]
 
 Both model kinds are built for the landmark task (50 classes, 224 px); weights do not change the timing, so the from-
 scratch model is untrained and the transfer model has its ImageNet backbone with a new head. Each run classifies one
@@ -85,15 +85,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", action="store_true", help="print only {model: {path: {p50, p95}}} as JSON")
+    parser.add_argument("--models", nargs="+", choices=["scratch", "transfer"], default=["scratch", "transfer"],
+                        help="which kinds to time (default both)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     image = test_image()
-    models = {
-        "from scratch (MyModel)": (MyModel(num_classes=50).eval(), [0.5] * 3, [0.25] * 3),
-        "transfer (EfficientNet-Lite0)": (get_model_transfer_learning(n_classes=50).eval(), PRETRAINED_MEAN, PRETRAINED_STD),
-    }
+    kinds = {  # kind -> (label, a builder of (model, mean, std))
+        "scratch": ("from scratch (MyModel)", lambda: (MyModel(num_classes=50).eval(), [0.5] * 3, [0.25] * 3)),
+        "transfer": ("transfer (EfficientNet-Lite0)",
+                     lambda: (get_model_transfer_learning(n_classes=50).eval(), PRETRAINED_MEAN, PRETRAINED_STD)),
+    }  # fmt: skip
+    models = {kinds[kind][0]: kinds[kind][1]() for kind in kinds if kind in args.models}
     say = (lambda *_: None) if args.json else print
     say(f"{machine()}; photo {image.width}x{image.height}; {args.runs} runs each; preprocessing included")
     say(f"{'model':<32}{'file MB':>8}" + "".join(f"{name + ' p50':>16}{'p95':>8}" for name in PATHS) + f"{'onnx/ts':>9}")

@@ -203,7 +203,7 @@ def test_top_k_larger_than_the_classes_lists_every_class(small_scratch_model, go
     import torch
 
     two_classes = torch.nn.Sequential(small_scratch_model, torch.nn.Linear(3, 2)).eval()
-    export_predictor(two_classes, LANDMARK_NAMES[:2], [0.5] * 3, [0.25] * 3, tmp_path / "two.pt", 224, 256)
+    export_predictor(two_classes, LANDMARK_NAMES[:2], [0.5] * 3, [0.25] * 3, tmp_path / "two.pt", 224, 256, onnx=False)
     code, out, _ = run(capsys, good_photo, "--model", tmp_path / "two.pt", "--top-k", "10")
     assert code == 0 and len(out.strip().splitlines()) == 4, "the photo, both landmarks, the country"
 
@@ -278,7 +278,7 @@ def test_the_likeliest_country_sums_its_landmarks_probabilities(good_photo, tmp_
 
 def test_classes_that_are_not_landmarks_get_no_country_line(small_scratch_model, good_photo, tmp_path, capsys):
     path = tmp_path / "clothes.pt"
-    export_predictor(small_scratch_model, ["T-shirt", "Trouser", "Bag"], [0.5] * 3, [0.25] * 3, path, 224, 256)
+    export_predictor(small_scratch_model, ["T-shirt", "Trouser", "Bag"], [0.5] * 3, [0.25] * 3, path, 224, 256, onnx=False)
     code, out, _ = run(capsys, good_photo, "--model", path, "--top-k", "1")
     assert code == 0 and len(out.strip().splitlines()) == 2 and "Most likely in" not in out
 
@@ -320,7 +320,8 @@ def test_nan_probabilities_are_one_line_and_the_next_photo_is_still_classified(
     small_scratch_model, tmp_path, capsys
 ):
     path = tmp_path / "nan.pt"
-    export_predictor(NaNOnBrightPhotos(small_scratch_model), LANDMARK_NAMES, [0.5] * 3, [0.25] * 3, path, 224, 256)
+    export_predictor(NaNOnBrightPhotos(small_scratch_model), LANDMARK_NAMES, [0.5] * 3, [0.25] * 3, path, 224, 256,
+                     onnx=False)
     Image.new("RGB", (300, 200), (250, 250, 250)).save(tmp_path / "bright.png")
     Image.new("RGB", (300, 200), (10, 10, 10)).save(tmp_path / "dark.png")
     code, out, err = run(capsys, tmp_path / "bright.png", tmp_path / "dark.png", "--model", path, "--json")

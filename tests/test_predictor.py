@@ -174,7 +174,7 @@ def test_export_writes_atomically_and_leaves_the_model_where_it_was(small_scratc
 
 def test_the_transfer_predictor_exports_and_reloads(transfer_model, tmp_path):
     path = tmp_path / "transfer_exported.pt"
-    export_predictor(transfer_model, LANDMARK_NAMES, PRETRAINED_MEAN, PRETRAINED_STD, path, *SIZES)
+    export_predictor(transfer_model, LANDMARK_NAMES, PRETRAINED_MEAN, PRETRAINED_STD, path, *SIZES, onnx=False)
     reloaded = load_predictor(path)
     eager = Predictor(transfer_model, LANDMARK_NAMES, PRETRAINED_MEAN, PRETRAINED_STD, *SIZES)
     image = photo(600, 800)
@@ -219,7 +219,7 @@ def test_preprocess_gives_the_normalized_crop_and_logits_the_models_output(small
 def test_export_with_the_validation_loader_calibrates_the_file(loaders, small_scratch_model, tmp_path):
     model = copy.deepcopy(small_scratch_model).train()
     path = tmp_path / "calibrated.pt"
-    export_predictor(model, path=path, calibration_loader=loaders["valid"], **export_settings(loaders["test"]))
+    export_predictor(model, path=path, calibration_loader=loaders["valid"], onnx=False, **export_settings(loaders["test"]))
     predictor, expected = load_predictor(path), calibrate(small_scratch_model, loaders["valid"])
     assert predictor.temperature == pytest.approx(expected.temperature) and predictor.score_kind == DEFAULT_SCORE
     assert predictor.threshold == pytest.approx(expected.threshold) and math.isfinite(predictor.threshold)
@@ -341,10 +341,10 @@ def test_a_fashion_mnist_predictor_preprocesses_like_its_eval_transform(small_sc
 def test_an_exported_file_explains_where_its_model_looked_when_the_model_allows_it(small_scratch_model, tmp_path):
     """MyModel and the transfer models end in average pooling + one linear layer: their files get explain()
     (src/cam.py), which gives the same probabilities as forward; any other model is exported without it."""
-    export_predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD, tmp_path / "cam.pt", 32, 36)
+    export_predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD, tmp_path / "cam.pt", 32, 36, onnx=False)
     other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(3))
     other(torch.zeros(1, 3, 32, 32))
-    export_predictor(other, LANDMARK_NAMES, MEAN, STD, tmp_path / "plain.pt", 32, 36)
+    export_predictor(other, LANDMARK_NAMES, MEAN, STD, tmp_path / "plain.pt", 32, 36, onnx=False)
     explaining, plain = load_predictor(tmp_path / "cam.pt"), load_predictor(tmp_path / "plain.pt")
     assert hasattr(explaining, "explain") and not hasattr(plain, "explain")
     with torch.inference_mode():
