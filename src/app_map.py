@@ -80,7 +80,7 @@ def rank_icon(rank: int, radius: float) -> DivIcon:
 
 
 def landmark_map(predictions: Sequence[dict], known: bool = True) -> Map | None:
-    """A map of the predictions that have coordinates (src.exported.answer's "predictions", most likely first), or None
+    """A map of the predictions that have coordinates (src.runtime.answer's "predictions", most likely first), or None
     when none has (classes that are not among the 50 landmarks)."""
     located = [(rank, p) for rank, p in enumerate(predictions, 1) if p.get("latitude") is not None]
     if not located:

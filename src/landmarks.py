@@ -58,7 +58,7 @@ def in_country(country: str) -> str:
 
 def country_line(countries: Sequence[tuple[str, float]]) -> str:
     """'Most likely in the United States (83%)' for the first of [(country, probability)], most likely first (as
-    src.exported.answer gives them); "" when there is none (classes that are not among the 50 landmarks)."""
+    src.runtime.answer gives them); "" when there is none (classes that are not among the 50 landmarks)."""
     if not countries:
         return ""
     country, probability = countries[0]
