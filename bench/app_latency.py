@@ -31,15 +31,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bench.common import SAMPLES, machine  # noqa: E402
+from bench.common import SAMPLES, landmark_models, machine, percentiles  # noqa: E402
 from src.app_card import heatmap_overlay, jpeg, thumbnail  # noqa: E402
 from src.images import open_photo  # noqa: E402
 from src.landmarks import landmarks  # noqa: E402
-from src.model import MyModel  # noqa: E402
 from src.predictor import export_predictor  # noqa: E402
 from src.presets import LANDMARK_IMAGE_SIZE, LANDMARK_RESIZE_SIZE  # noqa: E402
 from src.runtime import answer  # noqa: E402
-from src.transfer import PRETRAINED_MEAN, PRETRAINED_STD, get_model_transfer_learning  # noqa: E402
 
 SAMPLE = SAMPLES / "test" / "16.Eiffel_Tower"
 
@@ -59,10 +57,6 @@ def upload(app: LandmarkApp, name: str, content: bytes) -> None:
     """What the browser does (as tests/test_app.py); a new timestamp each time, so that the value always changes."""
     app.upload.value = ({"name": name, "type": "image/jpeg", "size": len(content), "content": memoryview(content),
                          "last_modified": datetime.datetime.now(datetime.timezone.utc)},)  # fmt: skip
-
-
-def percentiles(seconds: list[float]) -> tuple[float, float]:
-    return float(np.percentile(seconds, 50) * 1000), float(np.percentile(seconds, 95) * 1000)
 
 
 def time_uploads(app: LandmarkApp, name: str, content: bytes, runs: int, warm_up: int) -> list[float]:
@@ -122,12 +116,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     names = [row["name"] for row in landmarks().values()]
-    kinds = {  # kind -> (label, a builder of (model, mean, std))
-        "scratch": ("from scratch (MyModel)", lambda: (MyModel(num_classes=50).eval(), [0.5] * 3, [0.25] * 3)),
-        "transfer": ("transfer (EfficientNet-Lite0)",
-                     lambda: (get_model_transfer_learning(n_classes=50).eval(), PRETRAINED_MEAN, PRETRAINED_STD)),
-    }  # fmt: skip
-    models = {kinds[kind][0]: kinds[kind][1]() for kind in kinds if kind in args.models}
+    models = landmark_models(args.models)
     name, content = photo_bytes()
     size = Image.open(io.BytesIO(content)).size
     print(f"{machine()}; photo {name} {size[0]}x{size[1]}; top {args.k}; {args.warm_up} warm-up + {args.runs} runs each")

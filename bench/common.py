@@ -2,6 +2,7 @@
 
 import os
 import platform
+import time
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +59,43 @@ def machine(device: torch.device = torch.device("cpu")) -> str:
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU"
     return (f"machine: {platform.node()}, {name}, {os.cpu_count()} cores, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads")  # fmt: skip
+
+
+def percentiles(seconds: list[float]) -> tuple[float, float]:
+    """(p50, p95) in milliseconds of timings in seconds."""
+    return float(np.percentile(seconds, 50) * 1000), float(np.percentile(seconds, 95) * 1000)
+
+
+def interleaved(calls: dict, argument, runs: int) -> dict:
+    """{name: (p50, p95) ms} of call(argument) for each of `calls`, taking turns so that all see the same machine
+    state; 10 untimed turns first (TorchScript optimizes during its first calls, allocators settle)."""
+    timings = {name: [] for name in calls}
+    with torch.inference_mode():
+        for _ in range(10):
+            for call in calls.values():
+                call(argument)
+        for _ in range(runs):
+            for name, call in calls.items():
+                start = time.perf_counter()
+                call(argument)
+                timings[name].append(time.perf_counter() - start)
+    return {name: percentiles(values) for name, values in timings.items()}
+
+
+def landmark_models(kinds=("scratch", "transfer")) -> dict:
+    """{label: (model in eval mode, mean, std)} of the landmark task's two kinds (50 classes), those in `kinds`:
+    MyModel untrained, EfficientNet-Lite0 with its ImageNet backbone and a new head (weights do not change timings)."""
+    from src.model import MyModel  # here: timm loads only for a bench that builds models
+    from src.transfer import PRETRAINED_MEAN, PRETRAINED_STD, get_model_transfer_learning
+
+    builders = {
+        "scratch": ("from scratch (MyModel)", lambda: (MyModel(num_classes=N_CLASSES), [0.5] * 3, [0.25] * 3)),
+        "transfer": ("transfer (EfficientNet-Lite0)",
+                     lambda: (get_model_transfer_learning(n_classes=N_CLASSES), PRETRAINED_MEAN, PRETRAINED_STD)),
+    }  # fmt: skip
+    models = {}
+    for kind in (kind for kind in builders if kind in kinds):
+        label, build = builders[kind]
+        model, mean, std = build()
+        models[label] = model.eval(), mean, std
+    return models

@@ -23,15 +23,13 @@ import src  # noqa: E402,F401 - sets OMP_WAIT_POLICY before torch loads
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from bench.common import machine  # noqa: E402
-from bench.predict_latency import NAMES, percentiles, test_photo  # noqa: E402
+from bench.common import interleaved, landmark_models, machine, percentiles  # noqa: E402
+from bench.predict_latency import NAMES, test_photo  # noqa: E402
 from src.cam import cam_parts, class_activation_maps, to_photo  # noqa: E402
 from src.files import quiet_torchscript  # noqa: E402
-from src.model import MyModel  # noqa: E402
 from src.crop import MAX_ASPECT  # noqa: E402
 from src.predictor import ExplainingPredictor  # noqa: E402
 from src.presets import LANDMARK_IMAGE_SIZE, LANDMARK_RESIZE_SIZE  # noqa: E402
-from src.transfer import PRETRAINED_MEAN, PRETRAINED_STD, get_model_transfer_learning  # noqa: E402
 
 SIZES = [LANDMARK_RESIZE_SIZE, LANDMARK_IMAGE_SIZE, MAX_ASPECT]
 
@@ -43,22 +41,6 @@ def heatmap(
     sizes: [resize_size, image_size, max_aspect]."""
     classes = torch.matmul(feature_maps.mean((2, 3)), weight.t()).argmax(dim=1)
     return to_photo(class_activation_maps(feature_maps, weight, classes), height, width, sizes[0], sizes[1], sizes[2])
-
-
-def measure(predictor: torch.jit.ScriptModule, photo: torch.Tensor, runs: int) -> dict:
-    """{"plain", "explain"}: (p50, p95) ms of predictor(photo) and predictor.explain(photo), runs alternating."""
-    timings = {"plain": [], "explain": []}
-    calls = {"plain": predictor, "explain": predictor.explain}
-    with torch.inference_mode():
-        for _ in range(10):  # warm-up: TorchScript optimizes during its first calls, allocators settle
-            for call in calls.values():
-                call(photo)
-        for _ in range(runs):
-            for name, call in calls.items():
-                start = time.perf_counter()
-                call(photo)
-                timings[name].append(time.perf_counter() - start)
-    return {name: percentiles(values) for name, values in timings.items()}
 
 
 def heatmap_ms(model: torch.nn.Module, photo: torch.Tensor, runs: int) -> float:
@@ -80,13 +62,9 @@ def scripted_predictors() -> dict[str, tuple[nn.Module, torch.jit.ScriptModule]]
     """{name: (model, its scripted ExplainingPredictor, as export_predictor builds it)} for both landmark model kinds
     (50 classes, 224 px)."""
     torch.manual_seed(0)
-    kinds = {
-        "from scratch (MyModel)": (MyModel(num_classes=50), [0.5] * 3, [0.25] * 3),
-        "transfer (EfficientNet-Lite0)": (get_model_transfer_learning(n_classes=50), PRETRAINED_MEAN, PRETRAINED_STD),
-    }
     predictors = {}
-    for name, (model, mean, std) in kinds.items():
-        eager = ExplainingPredictor(model.eval(), NAMES, mean, std, LANDMARK_IMAGE_SIZE, LANDMARK_RESIZE_SIZE).eval()
+    for name, (model, mean, std) in landmark_models().items():
+        eager = ExplainingPredictor(model, NAMES, mean, std, LANDMARK_IMAGE_SIZE, LANDMARK_RESIZE_SIZE).eval()
         with quiet_torchscript():
             predictors[name] = model, torch.jit.script(eager)
     return predictors
@@ -111,7 +89,7 @@ def main() -> None:
     for name, (model, predictor) in scripted_predictors().items():
         with torch.inference_mode():  # explain's probabilities are forward's: the network ran once, on the same crop
             difference = (predictor.explain(photo)[0] - predictor(photo)).abs().max().item()
-        result = measure(predictor, photo, args.runs)
+        result = interleaved({"plain": predictor, "explain": predictor.explain}, photo, args.runs)
         (plain_p50, plain_p95), (explain_p50, explain_p95) = result["plain"], result["explain"]
         print(f"{name:<32}{plain_p50:>10.1f}{plain_p95:>8.1f}{explain_p50:>13.1f}{explain_p95:>8.1f}"
               f"{explain_p50 / plain_p50:>14.2f}x{heatmap_ms(model, photo, args.runs):>7.2f} ms")  # fmt: skip

@@ -25,13 +25,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bench.common import SAMPLES, machine  # noqa: E402
+from bench.common import SAMPLES, interleaved, landmark_models, machine  # noqa: E402
 from src.images import load_rgb_image  # noqa: E402
-from src.model import MyModel  # noqa: E402
 from src.predictor import Predictor, export_predictor  # noqa: E402
 from src.presets import LANDMARK_IMAGE_SIZE, LANDMARK_RESIZE_SIZE  # noqa: E402
 from src.runtime import load_model, warm_up  # noqa: E402
-from src.transfer import PRETRAINED_MEAN, PRETRAINED_STD, get_model_transfer_learning  # noqa: E402
 
 SAMPLE = SAMPLES / "test" / "16.Eiffel_Tower"
 NAMES = [f"Landmark {i}" for i in range(50)]
@@ -49,25 +47,6 @@ def test_image() -> Image.Image:
 def test_photo() -> torch.Tensor:
     """test_image() as a uint8 batch [1,3,H,W]."""
     return torch.from_numpy(np.asarray(test_image()).copy()).permute(2, 0, 1).unsqueeze(0)
-
-
-def percentiles(seconds: list[float]) -> tuple[float, float]:
-    return float(np.percentile(seconds, 50) * 1000), float(np.percentile(seconds, 95) * 1000)
-
-
-def measure(runners: dict, image: Image.Image, runs: int) -> dict:
-    """{path: (p50, p95) ms} of runner(image) for each runner, interleaved; 10 untimed runs first."""
-    timings = {name: [] for name in runners}
-    with torch.inference_mode():
-        for _ in range(10):  # warm-up: TorchScript optimizes during its first calls, allocators settle
-            for run in runners.values():
-                run(image)
-        for _ in range(runs):
-            for name, run in runners.items():
-                start = time.perf_counter()
-                run(image)
-                timings[name].append(time.perf_counter() - start)
-    return {name: percentiles(values) for name, values in timings.items()}
 
 
 def first_photo_ms(path: Path, image: Image.Image, warmed: bool) -> float:
@@ -92,12 +71,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     image = test_image()
-    kinds = {  # kind -> (label, a builder of (model, mean, std))
-        "scratch": ("from scratch (MyModel)", lambda: (MyModel(num_classes=50).eval(), [0.5] * 3, [0.25] * 3)),
-        "transfer": ("transfer (EfficientNet-Lite0)",
-                     lambda: (get_model_transfer_learning(n_classes=50).eval(), PRETRAINED_MEAN, PRETRAINED_STD)),
-    }  # fmt: skip
-    models = {kinds[kind][0]: kinds[kind][1]() for kind in kinds if kind in args.models}
+    models = landmark_models(args.models)
     say = (lambda *_: None) if args.json else print
     say(f"{machine()}; photo {image.width}x{image.height}; {args.runs} runs each; preprocessing included")
     say(f"{'model':<32}{'file MB':>8}" + "".join(f"{name + ' p50':>16}{'p95':>8}" for name in PATHS) + f"{'onnx/ts':>9}")
@@ -111,7 +85,7 @@ def main() -> None:
             eager = Predictor(model, NAMES, mean, std, LANDMARK_IMAGE_SIZE, LANDMARK_RESIZE_SIZE).eval()
             runners = {"eager": lambda photo: eager.classify(torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1)[None]),
                        "torchscript": load_model(path).run, "onnx": load_model(path.with_suffix(".onnx")).run}  # fmt: skip
-            found = measure(runners, image, args.runs)
+            found = interleaved(runners, image, args.runs)
             results[name] = {path_name: {"p50": p50, "p95": p95} for path_name, (p50, p95) in found.items()}
             sizes = f"{path.stat().st_size / 1e6:.1f}/{path.with_suffix('.onnx').stat().st_size / 1e6:.1f}"
             say(f"{name:<32}{sizes:>8}" + "".join(f"{found[p][0]:>16.1f}{found[p][1]:>8.1f}" for p in PATHS)
