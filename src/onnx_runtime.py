@@ -13,7 +13,6 @@ central image_size crop, / 255. web/app.js ports the same three steps.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +103,3 @@ def open_session(data: bytes):
     # 2 cores, anything else running at the same time (the app's server, a second model) would lose its core.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-
-
-def is_finite_distribution(probabilities: np.ndarray) -> bool:
-    return bool(np.isfinite(probabilities).all() and math.isclose(float(probabilities.sum()), 1.0, abs_tol=1e-3))
