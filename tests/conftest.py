@@ -1,4 +1,4 @@
-"""Shared fixtures: a small synthetic landmark dataset, built once per test session."""
+"""Shared fixtures: a small synthetic landmark dataset, built once per test session, and the devices to run on."""
 
 import contextlib
 import shutil
@@ -20,6 +20,34 @@ requires_samples = pytest.mark.skipif(
 
 N_CLASSES, N_TRAIN, N_TEST = 3, 10, 4
 matplotlib.use("Agg")  # tests draw figures without a screen
+
+# A test that takes the `device` fixture runs on the CPU everywhere and again on a CUDA GPU where there is one
+# (`pytest -m cuda` runs only the GPU runs): the same specification holds on both.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    """The GPU runs of tests skip where there is no CUDA GPU (CI has none)."""
+    if cuda_available():
+        return
+    no_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(no_gpu)
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """torch.device("cpu"), then torch.device("cuda") where there is a CUDA GPU."""
+    import torch
+
+    return torch.device(request.param)
 
 
 @pytest.fixture(autouse=True)

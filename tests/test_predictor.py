@@ -15,14 +15,20 @@ import torch
 from PIL import Image
 
 from src.calibration import DEFAULT_SCORE, Calibration, calibrate, calibrated
-from src.data import get_data_loaders, get_normalization
+from src.data import base_dataset, get_data_loaders, get_normalization
 from src.exported import load_predictor
 from src.files import WriteError, quiet_torchscript
+from src.gpu_data import device_loaders
+from src.images import load_rgb_image
+from src.optimization import get_loss, get_optimizer
+from src.paths import onnx_beside
 from src.crop import MAX_ASPECT
 from src.predictor import Predictor, export_predictor, export_settings
 from src.presets import LANDMARK_IMAGE_SIZE, LANDMARK_RESIZE_SIZE, eval_resize_size, get_transforms
+from src.runtime import load_model
+from src.train import optimize
 from src.transfer import PRETRAINED_MEAN, PRETRAINED_STD, get_model_transfer_learning
-from tests.conftest import LANDMARK_NAMES, tmpfs
+from tests.conftest import LANDMARK_NAMES, small_model, tmpfs
 
 matplotlib.use("Agg")
 MEAN, STD = [0.5, 0.45, 0.4], [0.25, 0.25, 0.25]
@@ -170,6 +176,29 @@ def test_export_writes_atomically_and_leaves_the_model_where_it_was(small_scratc
     export_predictor(small_scratch_model, LANDMARK_NAMES, MEAN, STD, path, *SIZES)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exported.onnx", "exported.pt"]  # no temporary file left
     assert not small_scratch_model.training
+
+
+def test_a_model_trained_on_the_device_answers_the_same_from_its_exported_files_on_a_cpu(landmark_data, tmp_path, device):
+    """The GPU path end to end: trained on batches of src.gpu_data (on CUDA in bf16 with channels_last weights),
+    calibrated on the device, exported; the TorchScript and the ONNX file, run on the CPU, give the probabilities
+    the trained model gives on the device (to rounding: cuDNN's convolutions on a GPU round differently; TF32)."""
+    loaders = get_data_loaders(batch_size=8, num_workers=0, image_size=32)
+    fast = device_loaders(loaders, device, image_size=32, num_workers=0)
+    model = small_model()
+    optimize(fast, model, get_optimizer(model, "Adam", 1e-3), get_loss(), 2, tmp_path / "best.pt", device=device)
+    path = tmp_path / "exported.pt"
+    export_predictor(model, path=path, calibration_loader=fast["valid"], **export_settings(loaders["test"]))
+    assert next(model.parameters()).device.type == device.type, "the trained model stays where it was"
+    file, runtimes = load_predictor(path), [load_model(path), load_model(onnx_beside(path))]
+    photos = [load_rgb_image(p) for p, _ in base_dataset(loaders["test"].dataset).samples]
+    for image in photos:
+        crop = file.preprocess(torch.from_numpy(np.array(image)).permute(2, 0, 1)[None])
+        with torch.no_grad():
+            logits = model.eval()(crop.to(device)).float().cpu()
+        assert (file.logits(crop) - logits).abs().max() < 1e-2 * logits.abs().max()
+        on_device = torch.softmax(logits / file.temperature, dim=1)[0].numpy()
+        for runtime in runtimes:
+            assert np.abs(runtime.run(image)[0] - on_device).max() < 2e-3, type(runtime).__name__
 
 
 def test_the_transfer_predictor_exports_and_reloads(transfer_model, tmp_path):

@@ -13,6 +13,7 @@ from src import train
 from src.checkpoints import ResumeError
 from src.data import get_data_loaders
 from src.files import WriteError
+from src.gpu_data import device_loaders
 from src.model import MyModel
 from src.optimization import get_loss, get_optimizer, get_scheduler
 from src.train import best_epoch, one_epoch_test, optimize, resume_path, train_one_epoch, valid_one_epoch
@@ -101,13 +102,26 @@ def test_best_epoch_is_the_last_saved_minimum_not_always_the_lowest_loss():
     assert best_epoch([float("nan")]) is None
 
 
-def test_history_has_one_entry_per_epoch_for_every_metric(loaders, tmp_path):
+def test_history_has_one_entry_per_epoch_for_every_metric(loaders, tmp_path, device):
     model = small_model()
-    history = optimize(loaders, model, get_optimizer(model, "Adam", 1e-3), get_loss(), 2, tmp_path / "m.pt", device=CPU)
+    history = optimize(loaders, model, get_optimizer(model, "Adam", 1e-3), get_loss(), 2, tmp_path / "m.pt", device=device)
     assert set(history) == {"train_loss", "valid_loss", "train_accuracy", "valid_accuracy", "lr"}
     assert all(len(values) == 2 and all(math.isfinite(v) for v in values) for values in history.values())
     assert (tmp_path / "m.pt").is_file() and resume_path(tmp_path / "m.pt").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "m.resume.pt"], "no temporary files left behind"
+    small_model().load_state_dict(torch.load(tmp_path / "m.pt", map_location="cpu"))  # weights from a GPU load on a CPU
+
+
+def test_on_a_gpu_optimize_trains_in_bf16_with_channels_last_weights_and_in_fp32_on_a_cpu(loaders, tmp_path, device):
+    model = small_model()
+    first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    dtypes = set()
+    first_conv.register_forward_hook(lambda module, inputs, output: dtypes.add(output.dtype))
+    optimize(loaders, model, get_optimizer(model, "Adam", 1e-3), get_loss(), 1, tmp_path / "m.pt", device=device)
+    gpu = device.type == "cuda"
+    assert dtypes == {torch.bfloat16 if gpu else torch.float32}
+    assert first_conv.weight.dtype == torch.float32, "autocast keeps the weights (and the optimizer) in fp32"
+    assert first_conv.weight.is_contiguous(memory_format=torch.channels_last) is gpu
 
 
 def test_the_scheduler_is_stepped_every_epoch(loaders, tmp_path):
@@ -138,27 +152,27 @@ def batches_per_epoch(loaders) -> int:
     return len(loaders["train"]) + len(loaders["valid"])
 
 
-def test_a_nan_loss_stops_training_with_a_message_and_keeps_the_best_checkpoint(loaders, tmp_path, capsys):
+def test_a_nan_loss_stops_training_with_a_message_and_keeps_the_best_checkpoint(loaders, tmp_path, capsys, device):
     model, save_path = small_model(), tmp_path / "best.pt"
     loss = FailingLoss(ok_calls=batches_per_epoch(loaders) + 1, failure="nan")  # fails early in epoch 2
-    history = optimize(loaders, model, get_optimizer(model, "Adam", 1e-3), loss, 5, save_path, device=CPU)
+    history = optimize(loaders, model, get_optimizer(model, "Adam", 1e-3), loss, 5, save_path, device=device)
     assert len(history["train_loss"]) == 1
     assert "loss became nan" in capsys.readouterr().err
     best = small_model()
-    best.load_state_dict(torch.load(save_path))  # still the complete epoch-1 checkpoint
+    best.load_state_dict(torch.load(save_path, map_location="cpu"))  # still the complete epoch-1 checkpoint
     assert all(torch.isfinite(p).all() for p in best.parameters())
 
 
-def test_ctrl_c_stops_cleanly_and_resume_finishes_the_run_with_a_full_history(loaders, tmp_path, capsys):
+def test_ctrl_c_stops_cleanly_and_resume_finishes_the_run_with_a_full_history(loaders, tmp_path, capsys, device):
     save_path = tmp_path / "best.pt"
     model = small_model()
     interrupted = FailingLoss(ok_calls=batches_per_epoch(loaders) + 1, failure="interrupt")
-    first = optimize(loaders, model, get_optimizer(model, "Adam", 1e-3), interrupted, 4, save_path, device=CPU)
+    first = optimize(loaders, model, get_optimizer(model, "Adam", 1e-3), interrupted, 4, save_path, device=device)
     assert len(first["train_loss"]) == 1 and save_path.is_file()
     assert "resume=True" in capsys.readouterr().err
 
     model = small_model()  # a fresh process: new model and optimizer, state comes from the resume file
-    resumed = optimize(loaders, model, get_optimizer(model, "Adam", 1e-3), get_loss(), 4, save_path, resume=True, device=CPU)
+    resumed = optimize(loaders, model, get_optimizer(model, "Adam", 1e-3), get_loss(), 4, save_path, resume=True, device=device)
     assert all(len(values) == 4 for values in resumed.values())
     assert resumed["train_loss"][0] == first["train_loss"][0], "epoch 1 comes from the interrupted run"
     assert "Resuming after epoch 1" in capsys.readouterr().out
@@ -292,21 +306,30 @@ def test_optimize_refuses_fewer_than_one_epoch(loaders, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_interrupted_and_resumed_run_repeats_the_uninterrupted_run_exactly(landmark_data, tmp_path):
+@pytest.mark.parametrize("fast_path", [False, True])
+def test_an_interrupted_and_resumed_run_repeats_the_uninterrupted_run_exactly(landmark_data, tmp_path, device, fast_path):
     """With the random generators' states in the resume file, epochs 2-3 draw the same shuffles, augmentations and
-    dropout masks as they would have without the interruption (num_workers=0: new worker processes draw new seeds)."""
+    dropout masks as they would have without the interruption (num_workers=0: new worker processes draw new seeds).
+    fast_path: the batches come from src.gpu_data, whose generator lives on the device. On a GPU, cuDNN's fastest
+    kernels may add in another order from run to run, so there the runs agree to rounding, not to the bit."""
 
     def run(save_path, loss, resume=False):
         torch.manual_seed(1)
         loaders = get_data_loaders(batch_size=8, num_workers=0, image_size=32)
+        if fast_path:
+            loaders = device_loaders(loaders, device, image_size=32, num_workers=0)
         model = small_model()
-        return optimize(loaders, model, get_optimizer(model, "Adam", 1e-3), loss, 3, save_path, resume=resume, device=CPU)
+        return optimize(loaders, model, get_optimizer(model, "Adam", 1e-3), loss, 3, save_path, resume=resume,
+                        device=device)  # fmt: skip
 
     uninterrupted = run(tmp_path / "a.pt", get_loss())
     n_batches = len(get_data_loaders(batch_size=8, num_workers=0, image_size=32)["train"]) + 1  # + 1 valid batch
     run(tmp_path / "b.pt", FailingLoss(ok_calls=n_batches + 1, failure="interrupt"))  # stops early in epoch 2
     resumed = run(tmp_path / "b.pt", get_loss(), resume=True)
-    assert resumed == uninterrupted
+    if device.type == "cpu":
+        assert resumed == uninterrupted
+    else:
+        assert {key: pytest.approx(values, rel=1e-2) for key, values in uninterrupted.items()} == resumed
 
 
 def test_a_killed_runs_half_written_files_are_removed_by_the_next_run(loaders, tmp_path):
