@@ -19,20 +19,28 @@ SAMPLES = PROJECT_ROOT.parent / "shared" / "data" / "landmark_samples"  # real l
 N_CLASSES = 50
 
 
+GENERATED_PHOTOS = 200  # distinct generated photos at most; more are links to these (15 ms each to make, 1 core)
+
+
 def make_dataset(root: Path, n_images: int, n_classes: int = N_CLASSES) -> Path:
-    """An ImageFolder of n_images photos (+ one test photo per class) in n_classes folders under root."""
-    photos = sorted(SAMPLES.rglob("*.jpg")) if SAMPLES.is_dir() else []
+    """An ImageFolder of n_images photos (+ one test photo per class) in n_classes folders under root: links to the
+    real photos (SAMPLES) where they are, else generated 800x600 JPEGs, GENERATED_PHOTOS distinct ones replicated."""
+    real = sorted(SAMPLES.rglob("*.jpg")) if SAMPLES.is_dir() else []
+    generated: list[Path] = []
     rng = np.random.default_rng(0)
     for split, count in (("train", n_images), ("test", n_classes)):
         for i in range(count):
             folder = root / split / f"{i % n_classes:02d}.Landmark_{i % n_classes}"
             folder.mkdir(parents=True, exist_ok=True)
             target = folder / f"{i}.jpg"
-            if photos:
-                target.symlink_to(photos[i % len(photos)])
+            if real:
+                target.symlink_to(real[i % len(real)])
+            elif len(generated) == GENERATED_PHOTOS:
+                target.symlink_to(generated[i % GENERATED_PHOTOS])
             else:  # a smooth random photo-like image: upsampled noise compresses like a real photo
                 small = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
                 Image.fromarray(small).resize((800, 600), Image.BICUBIC).save(target, quality=90)
+                generated.append(target.resolve())
     return root
 
 
@@ -51,7 +59,7 @@ def course_loader(
 
 def photo_source() -> str:
     """Which photos make_dataset uses on this machine."""
-    return "real landmark photos, replicated" if SAMPLES.is_dir() else "generated 800x600 JPEGs"
+    return "real landmark photos, replicated" if SAMPLES.is_dir() else f"generated 800x600 JPEGs, {GENERATED_PHOTOS} distinct, replicated"
 
 
 def machine(device: torch.device = torch.device("cpu")) -> str:

@@ -3,6 +3,7 @@
     python bench/epoch_speed.py                       # 2,500 real-sized photos (2,000 train), resnet18, 50 classes
     python bench/epoch_speed.py --images 5000 --batch-size 128
     python bench/epoch_speed.py --images 50 --classes 5 --image-size 32  # a smoke run (tests/test_bench.py)
+    python bench/epoch_speed.py --profile 30          # then where 30 fast-path steps spend their time
 
 (a) course style: ImageFolder + PIL decode of the original JPEGs + Resize(256) + RandomCrop(224) + flip, all cores as
     DataLoader workers started afresh every epoch, fp32.
@@ -48,6 +49,43 @@ def timed_epochs(loader, model, optimizer, device) -> float:
     return len(loader) * loader.batch_size / (time.perf_counter() - start)
 
 
+class FirstBatches:
+    """The first n batches of a loader, as a loader (run_epoch needs len())."""
+
+    def __init__(self, loader, n: int):
+        self.loader, self.n, self.batch_size = loader, min(n, len(loader)), loader.batch_size
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return (batch for batch, _ in zip(self.loader, range(self.n)))
+
+
+def profile_steps(loader, model, optimizer, device, steps: int) -> str:
+    """Where `steps` training steps of run_epoch (data, forward, backward, optimizer, the loop's own reads) spend their
+    time: torch.profiler's ops with the most self time on the device (on the CPU without a GPU), and the share of
+    the wall time the device was busy. Returns the printable table."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    batches = FirstBatches(loader, steps)
+    with profile(activities=activities) as profiler:
+        start = time.perf_counter()
+        run_epoch(batches, model, get_loss(), optimizer, device, desc="profiled steps")
+        if cuda:
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+    ops = profiler.key_averages()
+    kind = "device" if cuda else "cpu"
+    busy = sum(getattr(op, f"self_{kind}_time_total") for op in ops) / 1e6  # microseconds -> s
+    table = ops.table(sort_by=f"self_{kind}_time_total", row_limit=15)
+    return (f"{table}\n{len(batches)} steps of {batches.batch_size}: {wall:.3f} s wall, {1e3 * wall / len(batches):.1f} ms a "
+            f"step, {len(batches) * batches.batch_size / wall:.0f} img/s; {kind} busy {busy:.3f} s ({100 * busy / wall:.0f}% "
+            f"of the wall time)")
+
+
 def fresh_model(device: torch.device, n_classes: int, channels_last: bool) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=n_classes).to(device)
@@ -62,6 +100,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--classes", type=int, default=N_CLASSES, help="class folders the photos are spread over")
     parser.add_argument("--image-size", type=int, default=LANDMARK_IMAGE_SIZE, help="crop side (px); 224 as the course")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS", help="then profile this many fast-path steps")
     args = parser.parse_args()
     device = get_device()
     if device.type == "cuda":
@@ -82,6 +121,7 @@ def main() -> None:
         cache_seconds = time.perf_counter() - start
         model, optimizer = fresh_model(device, args.classes, channels_last=device.type == "cuda")
         fast = timed_epochs(fast_loaders["train"], model, optimizer, device)
+        profile = profile_steps(fast_loaders["train"], model, optimizer, device, args.profile) if args.profile else ""
 
     print(machine(device))
     print(f"data: {len(train_indices)} training photos of {args.images} ({photo_source()}), {args.classes} classes; "
@@ -89,6 +129,8 @@ def main() -> None:
     print(f"course-style loop: {course:8.1f} img/s")
     print(f"fast path:         {fast:8.1f} img/s   (one-off cache build: {cache_seconds:.1f} s)")
     print(f"ratio:             {fast / course:8.2f}x")
+    if profile:
+        print(f"\nwhere the fast path's time goes:\n{profile}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from src.checks import check_int
@@ -187,6 +188,24 @@ def _fingerprint(root: Path, files: list[Path]) -> str:
     return digest.hexdigest()
 
 
+class _PixelCounts(torch.utils.data.Dataset):
+    """Per image path: (how often each 0-255 value occurs in each channel [3, 256] int64, None), or (None, why the
+    file cannot be decoded)."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray | None, str | None]:
+        try:
+            pixels = np.asarray(load_rgb_image(self.paths[index])).reshape(-1, 3)
+        except Exception as err:  # noqa: BLE001 - any decode failure means "skip this file", and we say why
+            return None, f"{type(err).__name__}: {err}"
+        return np.stack([np.bincount(pixels[:, channel], minlength=256) for channel in range(3)]), None
+
+
 def dataset_stats(root: str | Path | None = None) -> dict:
     """Decode every image once: per-channel mean/std of train/ (in [0,1] pixel units) and the unreadable files.
 
@@ -206,25 +225,25 @@ def dataset_stats(root: str | Path | None = None) -> dict:
         except (OSError, ValueError):
             pass  # an unreadable cache is simply recomputed
 
-    total = np.zeros(3)
-    total_sq = np.zeros(3)
-    n_pixels = 0
+    counts = np.zeros((3, 256), dtype=np.int64)  # how often each 0-255 value occurs in each channel of train/
     unreadable = {}
     images = [path for path in files if is_image(path)]
-    for path in tqdm(images, desc="Checking images, computing mean/std", unit="img"):
-        try:
-            pixels = np.asarray(load_rgb_image(path), dtype=np.float64).reshape(-1, 3) / 255.0
-        except Exception as err:  # noqa: BLE001 - any decode failure means "skip this file", and we say why
-            unreadable[str(path.relative_to(root))] = f"{type(err).__name__}: {err}"
-            continue
-        if path.relative_to(root).parts[0] == "train":
-            total += pixels.sum(axis=0)
-            total_sq += (pixels**2).sum(axis=0)
-            n_pixels += len(pixels)
+    # Decoding dominates, so one process per core: 1,000 photos took 5.1 s on 2 cores, 5.6 s in one process (22 s
+    # when the pixels were summed as float64). A few hundred images, about a second, stay in this process.
+    workers = len(os.sched_getaffinity(0)) if len(images) >= 300 else 0
+    decoded = DataLoader(_PixelCounts(images), batch_size=8, num_workers=workers, collate_fn=list)
+    results = (result for batch in decoded for result in batch)
+    for path, (image_counts, error) in zip(tqdm(images, desc="Checking images, computing mean/std", unit="img"), results):
+        if error:
+            unreadable[str(path.relative_to(root))] = error
+        elif path.relative_to(root).parts[0] == "train":
+            counts += image_counts
+    n_pixels = int(counts[0].sum())
     if n_pixels == 0:
         raise DataError(f"No readable training images in {root / 'train'}. {_how_to_get_data(root)}")
-    mean = total / n_pixels
-    std = np.sqrt(np.maximum(total_sq / n_pixels - mean**2, 0.0))
+    values = np.arange(256) / 255.0
+    mean = counts @ values / n_pixels
+    std = np.sqrt(np.maximum(counts @ values**2 / n_pixels - mean**2, 0.0))
     stats = {
         "fingerprint": fingerprint,
         "mean": mean.tolist(),

