@@ -13,8 +13,10 @@
 #   suite      the whole test suite                                                                  ~4 min?
 # For a machine without network whose python3 has torch, torchvision, pytest and the like (not this project's pins):
 # bench/gpu_carry.sh first fills .gpu/ here (wheels, Fashion-MNIST), which must travel with the tree.
-# Each phase runs under its own time limit (LIMIT_*, seconds); its output goes to OUT/log.txt, a line per phase to
-# OUT/summary.txt (printed last). The notebooks' exported files are copied to OUT, to load them elsewhere too.
+# Each phase runs under its own time limit (LIMIT_*, seconds), cut to what is left of BUDGET (seconds for the whole
+# command, if set: a phase that would get under 30 s is skipped), so the command ends in time with its summary.
+# A phase's output goes to OUT/log.txt, a line per phase to OUT/summary.txt (printed last). The notebooks' exported
+# files are copied to OUT, to load them elsewhere too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: bash bench/gpu_check.sh OUT [tests speed scratch transfer quick notebooks suite]}
@@ -30,6 +32,7 @@ NOTEBOOK_EPOCHS=${NOTEBOOK_EPOCHS:-2}      # LANDMARK_EPOCHS: every training in 
 LIMIT_TESTS=${LIMIT_TESTS:-240} LIMIT_SPEED=${LIMIT_SPEED:-240} LIMIT_SCRATCH=${LIMIT_SCRATCH:-360}
 LIMIT_TRANSFER=${LIMIT_TRANSFER:-300} LIMIT_QUICK=${LIMIT_QUICK:-240} LIMIT_NOTEBOOKS=${LIMIT_NOTEBOOKS:-420}
 LIMIT_SUITE=${LIMIT_SUITE:-420}
+BUDGET=${BUDGET:-0}                        # seconds for the whole command; 0: no limit but the phases' own
 
 mkdir -p "$OUT"
 LOG=$OUT/log.txt SUMMARY=$OUT/summary.txt
@@ -55,8 +58,13 @@ PHASE_LOG=/tmp/gpu_check_phase.log
 phase() {  # phase NAME LIMIT COMMAND...: run it under its limit (Ctrl-C first), log it, and say how it ended
     local name=$1 limit=$2 start=$SECONDS rc how=passed
     shift 2
+    if [ "$BUDGET" -gt 0 ]; then
+        local left=$((BUDGET - SECONDS - 20))  # 20 s: the summary, and a killed phase's clean-up
+        [ $left -lt 30 ] && { : >"$PHASE_LOG"; say "$name: skipped, ${left} s left of BUDGET"; return; }
+        [ $left -lt "$limit" ] && limit=$left
+    fi
     echo -e "\n===== $name: $* (limit ${limit} s)" >>"$LOG"
-    timeout --signal=INT --kill-after=30 "$limit" "$@" >"$PHASE_LOG" 2>&1
+    timeout --signal=INT --kill-after=10 "$limit" "$@" >"$PHASE_LOG" 2>&1
     rc=$?
     cat "$PHASE_LOG" >>"$LOG"
     [ $rc -ne 0 ] && how="FAILED (exit $rc)"

@@ -102,10 +102,12 @@ def save_torch(obj: object, path: str | Path) -> Path:
 
 @contextlib.contextmanager
 def quiet_torchscript():
-    """Silence torch 2.14's "torch.jit.script/load is deprecated" FutureWarning: TorchScript still works, and it is
-    the format that loads without this project's code. Other warnings still show."""
+    """Silence torch's "torch.jit.script/load is deprecated" warning (a FutureWarning in torch 2.14, a
+    DeprecationWarning in 2.11): TorchScript still works, and it is the format that loads without this project's
+    code. Other warnings still show."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+        for category in (FutureWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=category)
         yield
 
 

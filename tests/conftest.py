@@ -1,6 +1,7 @@
 """Shared fixtures: a small synthetic landmark dataset, built once per test session, and the devices to run on."""
 
 import contextlib
+import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
@@ -40,6 +41,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("cuda"):
             item.add_marker(no_gpu)
+
+
+def needs_weights(model_name: str) -> pytest.MarkDecorator:
+    """Skips a test of model_name where its ImageNet weights package is not installed (requirements.txt installs all
+    three; a GPU machine may carry only Lite0's)."""
+    from src.transfer import WEIGHT_PACKAGES
+
+    module = WEIGHT_PACKAGES[model_name][0]
+    return pytest.mark.skipif(importlib.util.find_spec(module) is None, reason=f"{module} is not installed")
 
 
 @pytest.fixture(params=DEVICES)

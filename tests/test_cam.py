@@ -24,7 +24,7 @@ from src.predictor import Predictor
 from src.saliency import grad_cam
 from src.train import train_one_epoch
 from src.transfer import AVAILABLE_MODELS, build_model, get_model_transfer_learning, load_imagenet_model
-from tests.conftest import LANDMARK_NAMES, small_model
+from tests.conftest import LANDMARK_NAMES, needs_weights, small_model
 from tests.test_transfer import preprocess
 
 PHOTOS = {  # (height, width): the Predictor's cases
@@ -98,15 +98,16 @@ def imagenet_lite0() -> nn.Module:
     return load_imagenet_model("efficientnet_lite0")
 
 
-MODELS = {
-    "MyModel for 224 px": lambda: MyModel(num_classes=5),
-    "MyModel for 32 px (build_model)": lambda: build_model("scratch", 3, 32),
-    **{f"{name} transfer (build_model)": lambda name=name: build_model(name, 3, 224) for name in AVAILABLE_MODELS},
-    "ImageNet EfficientNet-Lite0 (timm)": imagenet_lite0,
-}
+MODELS = [
+    pytest.param(lambda: MyModel(num_classes=5), id="MyModel for 224 px"),
+    pytest.param(lambda: build_model("scratch", 3, 32), id="MyModel for 32 px (build_model)"),
+    *[pytest.param(lambda name=name: build_model(name, 3, 224), id=f"{name} transfer (build_model)",
+                   marks=needs_weights(name)) for name in AVAILABLE_MODELS],  # fmt: skip
+    pytest.param(imagenet_lite0, id="ImageNet EfficientNet-Lite0 (timm)"),
+]
 
 
-@pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
+@pytest.mark.parametrize("make", MODELS)
 def test_the_linear_layer_on_the_average_of_the_features_is_the_model(make):
     torch.manual_seed(0)
     model = make().eval()

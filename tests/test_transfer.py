@@ -1,4 +1,3 @@
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,10 @@ from src.transfer import (
     load_imagenet_model,
     weight_file,
 )
+from tests.conftest import needs_weights
 
 ESPRESSO = 967  # ImageNet class index of "espresso"
-# Every model whose weights package is installed (requirements.txt installs all three; a GPU machine may carry one)
-MODELS = [pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(WEIGHT_PACKAGES[name][0]) is None,
-                                                      reason=f"{WEIGHT_PACKAGES[name][0]} is not installed"))
-          for name in AVAILABLE_MODELS]  # fmt: skip
+MODELS = [pytest.param(name, marks=needs_weights(name)) for name in AVAILABLE_MODELS]
 
 
 def trainable(model: nn.Module) -> set[str]:
