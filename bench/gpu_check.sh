@@ -2,15 +2,17 @@
 # The course on a CUDA GPU, measured in one command: its tests, training speed, Fashion-MNIST accuracy, the notebooks.
 #
 #     bash bench/gpu_check.sh OUT [PHASE ...]      # from the repo root; default: every phase, in this order
+#     BUDGET=520 bash bench/gpu_check.sh OUT tests speed scratch transfer    # e.g. a first call on a short lease
 #
-#   tests      the CUDA runs of the tests (`pytest -m cuda`: fast path, optimize, export -> CPU)     ~1 min
-#   speed      bench/epoch_speed.py: fast path vs course loop, resnet18 at 224 px, batches 64 and 256  ~2 min
-#   scratch    bench/fashion_mnist.py, MyModel from scratch (target 95.0%)                           ~3 min?
-#   transfer   bench/fashion_mnist.py, EfficientNet-Lite0 fine-tuned at 128 px (target 95.0%)        ~2 min?
+# The phases, with guesses of their minutes on an H100-class GPU (nothing here has been timed on one yet):
+#   tests      the CUDA runs of the tests (`pytest -m cuda`: fast path, optimize, export -> CPU)     ~1
+#   speed      bench/epoch_speed.py: fast path vs course loop, resnet18 at 224 px, batches 64 and 256  ~2
+#   scratch    bench/fashion_mnist.py, MyModel from scratch (target 95.0%)                           ~3
+#   transfer   bench/fashion_mnist.py, EfficientNet-Lite0 fine-tuned at 128 px (target 95.0%)        ~2
 #   quick      the three notebooks on a small synthetic landmark set (make report QUICK=1): on a GPU
-#              they train through the fast path (src/gpu_data.py), as students' landmark runs do    ~1 min?
-#   notebooks  both training notebooks on Fashion-MNIST (EPOCHS), then their files tested on the CPU ~4 min?
-#   suite      the whole test suite                                                                  ~4 min?
+#              they train through the fast path (src/gpu_data.py), as students' landmark runs do    ~1
+#   notebooks  both training notebooks on Fashion-MNIST (EPOCHS), then their files tested on the CPU ~4
+#   suite      the whole test suite                                                                  ~4
 # For a machine without network whose python3 has torch, torchvision, pytest and the like (not this project's pins):
 # bench/gpu_carry.sh first fills .gpu/ here (wheels, Fashion-MNIST), which must travel with the tree.
 # Each phase runs under its own time limit (LIMIT_*, seconds), cut to what is left of BUDGET (seconds for the whole
@@ -25,8 +27,8 @@ PHASES=${*:-tests speed scratch transfer quick notebooks suite}
 # The settings, each overridable from the environment (a smoke run on a CPU takes tiny ones)
 SPEED_IMAGES=${SPEED_IMAGES:-10000}        # 8,000 training photos: an epoch of seconds even at 10,000 img/s
 SPEED_PROFILE=${SPEED_PROFILE:-30}         # fast-path steps profiled after the timed epochs
-SCRATCH_EPOCHS=${SCRATCH_EPOCHS:-40}       # 10 epochs gave 92.7% on a CPU (README); a plain ResNet needed 30 for 94.7%
-TRANSFER_EPOCHS=${TRANSFER_EPOCHS:-8}      # EfficientNet-Lite0 at 128 px reached 95.1% in 8 epochs elsewhere
+SCRATCH_EPOCHS=${SCRATCH_EPOCHS:-40}       # 10 gave 92.7% on a CPU (README); the target's source: 30 for a 0.5M ResNet
+TRANSFER_EPOCHS=${TRANSFER_EPOCHS:-8}      # the target's source: EfficientNet-Lite0 at 128 px, 95.1% in 8 epochs
 TRANSFER_SIZE=${TRANSFER_SIZE:-128}        # px: Fashion-MNIST's 28 px upsampled; 64 px gave 91.5% in 7 epochs here
 NOTEBOOK_EPOCHS=${NOTEBOOK_EPOCHS:-2}      # LANDMARK_EPOCHS: every training in the notebooks, capped
 LIMIT_TESTS=${LIMIT_TESTS:-240} LIMIT_SPEED=${LIMIT_SPEED:-240} LIMIT_SCRATCH=${LIMIT_SCRATCH:-360}

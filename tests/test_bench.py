@@ -18,8 +18,8 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 @pytest.mark.parametrize(
     "script, options, figures",
     [
-        ("epoch_speed.py", ["--images", "50", "--classes", "5", "--batch-size", "16", "--image-size", "32"],
-         ["course-style loop:", "fast path:", "ratio:"]),
+        ("epoch_speed.py", ["--images", "50", "--classes", "5", "--batch-size", "16", "--image-size", "32", "--profile", "2"],
+         ["course-style loop:", "fast path:", "ratio:", "where the fast path's time goes", "2 steps of 16:"]),
         ("cached_features.py", ["--images", "50", "--classes", "5", "--batch-size", "16"],
          ["one feature pass over", "10 head epochs on cached features:", "one epoch of the usual loop"]),
         ("scratch_epoch_time.py", ["--images", "50", "--classes", "5", "--sizes", "32", "48"], ["  32  ", "  48  "]),
@@ -84,3 +84,20 @@ def test_web_latency_runs_in_the_browser_and_prints_its_figures(exported_scratch
     assert result.returncode == 0, result.stderr[-3000:]
     for figure in ("machine:", "Chromium", onnx.name, "p50", "(ms; parts: medians)"):
         assert figure in result.stdout, result.stdout
+
+
+def test_the_gpu_check_fits_its_phases_into_its_budget_and_ends_with_a_summary(tmp_path):
+    """bench/gpu_check.sh's own mechanics, without a GPU: a phase that would get under 30 s of BUDGET is skipped, an
+    unknown phase is named, and the summary (also OUT/summary.txt) comes last. A copy of the script runs: it works
+    from the folder above its own, where nothing else is."""
+    (tmp_path / "bench").mkdir()
+    script = tmp_path / "bench" / "gpu_check.sh"
+    script.write_text((BENCH / "gpu_check.sh").read_text())
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "BUDGET": "40"}
+    result = subprocess.run(["bash", str(script), str(tmp_path / "out"), "scratch", "typo"], capture_output=True,
+                            text=True, timeout=120, env=env)  # fmt: skip
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert re.search(r"^scratch: skipped, -?\d+ s left of BUDGET$", summary, re.MULTILINE), summary
+    assert "unknown phase typo (tests speed scratch transfer quick notebooks suite)" in summary
+    assert summary.startswith("machine: ") and f"torch {__import__('torch').__version__}" in summary
+    assert result.stdout.endswith("===== summary\n" + summary)
