@@ -2,7 +2,7 @@
 
     python bench/epoch_speed.py                       # 2,500 real-sized photos (2,000 train), resnet18, 50 classes
     python bench/epoch_speed.py --images 5000 --batch-size 128
-    python bench/epoch_speed.py --images 50 --classes 5 --image-size 32  # a smoke run (tests/test_bench.py)
+    python bench/epoch_speed.py --images 50 --classes 5 --batch-size 16 --image-size 32  # a smoke run (tests/test_bench.py)
     python bench/epoch_speed.py --profile 30          # then where 30 fast-path steps spend their time
 
 (a) course style: ImageFolder + PIL decode of the original JPEGs + Resize(256) + RandomCrop(224) + flip, all cores as
@@ -112,6 +112,8 @@ def main() -> None:
         loaders = get_data_loaders(batch_size=args.batch_size, image_size=args.image_size)
         train_indices = loaders["train"].dataset.indices
         mean, std = (values.tolist() for values in get_normalization(loaders["train"]))
+        if len(train_indices) < args.batch_size:  # the course loop drops its partial last batch: it would have none
+            parser.error(f"--batch-size {args.batch_size} is more than the {len(train_indices)} training photos: lower it")
 
         model, optimizer = fresh_model(device, args.classes, channels_last=False)
         course = timed_epochs(course_loader(root, args.batch_size, os.cpu_count(), args.image_size, mean, std, train_indices, drop_last=True), model, optimizer, device)
