@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from bench.common import N_CLASSES, course_loader, machine, make_dataset, photo_source  # noqa: E402
 from src.data import get_data_loaders  # noqa: E402
+from src.helpers import cpu_cores  # noqa: E402
 from src.images import load_rgb_image  # noqa: E402
 from src.presets import LANDMARK_RESIZE_SIZE  # noqa: E402
 
@@ -49,7 +50,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--classes", type=int, default=N_CLASSES, help="class folders the photos are spread over")
-    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--workers", type=int, default=cpu_cores())
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         root = make_dataset(Path(folder), args.images, args.classes)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -30,6 +29,7 @@ from src.files import WriteError, check_writable
 from src.helpers import (
     DataError,
     class_folders,
+    cpu_cores,
     dataset_stats,
     get_data_location,
     get_device,
@@ -194,7 +194,7 @@ def get_data_loaders(
     check_int(batch_size, 1, "batch_size")
     check_num_workers(num_workers)
     splits = get_datasets(dataset, valid_size, limit, image_size, normalization, seed, train_augment)
-    workers = len(os.sched_getaffinity(0)) if num_workers == -1 else num_workers
+    workers = cpu_cores() if num_workers == -1 else num_workers
     common = dict(
         batch_size=batch_size,
         num_workers=workers,

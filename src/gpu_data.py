@@ -13,7 +13,6 @@ costs only the model's compute. The functions work on any device, so the CPU tes
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ from torchvision.datasets import ImageFolder
 
 from src.augment import augment, center_crop
 from src.data import base_dataset, get_normalization
+from src.helpers import cpu_cores
 from src.images import load_rgb_image
 from src.presets import (
     LANDMARK_IMAGE_SIZE,
@@ -87,7 +87,7 @@ def build_cache(
     folder = base_dataset(subset)
     indices = subset.indices if isinstance(subset, Subset) else range(len(folder))
     max_side = cache_side(short_side)
-    workers = len(os.sched_getaffinity(0)) if num_workers == -1 else num_workers
+    workers = cpu_cores() if num_workers == -1 else num_workers
     resized = _ResizedImages([folder.samples[i] for i in indices], short_side, max_side)
     decoder = DataLoader(resized, batch_size=32, num_workers=workers, collate_fn=list)
     images = torch.zeros((len(resized), 3, max_side, max_side), dtype=torch.uint8, device=device)

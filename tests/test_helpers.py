@@ -13,7 +13,9 @@ import torch
 from PIL import Image
 
 from src import helpers
-from src.helpers import DataError, compute_mean_and_std, dataset_stats, get_data_location, scan_files, seed_everything
+from src.helpers import (
+    DataError, compute_mean_and_std, cpu_cores, dataset_stats, get_data_location, scan_files, seed_everything,
+)
 from src.images import load_rgb_image
 from tests.conftest import tmpfs
 
@@ -243,3 +245,14 @@ def test_statistics_of_many_images_are_decoded_in_parallel_and_equal_a_direct_co
     assert stats["mean"] == pytest.approx(expected.mean(axis=0), abs=1e-12)
     assert stats["std"] == pytest.approx(expected.std(axis=0), abs=1e-12)
     assert stats["n_pixels"] == 300 * 6 * 9 and list(stats["unreadable"]) == ["test/00.Class_0/broken.jpg"]
+
+
+def test_where_the_system_has_no_cpu_affinity_every_core_is_used(landmark_data, monkeypatch):
+    """macOS and Windows have no os.sched_getaffinity: the loaders' default of every core must still work there."""
+    from src.data import get_data_loaders
+
+    assert cpu_cores() == len(os.sched_getaffinity(0)), "on Linux: the cores this process may use"
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert cpu_cores() == 3
+    assert get_data_loaders(batch_size=8, num_workers=-1)["train"].num_workers == 3
