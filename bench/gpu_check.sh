@@ -56,7 +56,8 @@ say "machine: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format
     "$(nproc) cores; $(python3 -c 'import sys, torch, torchvision; print(f"Python {sys.version.split()[0]}, torch \
 {torch.__version__}, torchvision {torchvision.__version__}, CUDA {torch.cuda.is_available()}")' 2>&1 | tail -1)"
 
-PHASE_LOG=/tmp/gpu_check_phase.log
+PHASE_LOG=$(mktemp)  # this run's own: the suite runs a copy of this script too
+trap 'rm -f "$PHASE_LOG"' EXIT
 phase() {  # phase NAME LIMIT COMMAND...: run it under its limit (Ctrl-C first), log it, and say how it ended
     local name=$1 limit=$2 start=$SECONDS rc how=passed
     shift 2
