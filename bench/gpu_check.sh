@@ -80,7 +80,7 @@ for name in $PHASES; do
     case $name in
     tests)
         phase tests "$LIMIT_TESTS" python3 -m pytest -m cuda -q -p no:cacheprovider -o addopts="" -rfEs
-        figures "(passed|failed|skipped|errors?)( |,).* in [0-9.]+s" 1 ;;
+        figures "(passed|failed|skipped|errors?)\b.* in [0-9.]+s" 1 ;;
     speed)
         for batch in 64 256; do
             phase "speed (batch $batch)" "$LIMIT_SPEED" python3 bench/epoch_speed.py --images "$SPEED_IMAGES" \
@@ -113,7 +113,7 @@ make('/tmp/gpu_quick/data', 4, 16, 4)" >>"$LOG" 2>&1  # the Makefile's QUICK=1 d
         unset LANDMARK_DATASET LANDMARK_EPOCHS ;;
     suite)
         phase suite "$LIMIT_SUITE" python3 -m pytest -q -p no:cacheprovider -o addopts="" -rfE
-        figures "(passed|failed|skipped|errors?)( |,).* in [0-9.]+s" 1 ;;
+        figures "(passed|failed|skipped|errors?)\b.* in [0-9.]+s" 1 ;;
     *) say "unknown phase $name (tests speed scratch transfer quick notebooks suite)" ;;
     esac
 done
