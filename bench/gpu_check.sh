@@ -108,7 +108,7 @@ make('/tmp/gpu_quick/data', 4, 16, 4)" >>"$LOG" 2>&1  # the Makefile's QUICK=1 d
         figures "ipynb +[0-9.]+ min" 2
         # the exported files, on the CPU: the test split through each file, and copies to take away
         phase "exported files on the CPU" 300 env CUDA_VISIBLE_DEVICES= python3 -m src.predictor --dataset fashion-mnist
-        figures "accuracy" 2
+        figures ": test accuracy" 2
         cp checkpoints/*_exported_fashion-mnist.pt "$OUT/" 2>/dev/null
         unset LANDMARK_DATASET LANDMARK_EPOCHS ;;
     suite)
