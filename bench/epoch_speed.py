@@ -66,6 +66,7 @@ def profile_steps(loader, model, optimizer, device, steps: int) -> str:
     """Where `steps` training steps of run_epoch (data, forward, backward, optimizer, the loop's own reads) spend their
     time: torch.profiler's ops with the most self time on the device (on the CPU without a GPU), and the share of
     the wall time the device was busy. Returns the printable table."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     cuda = device.type == "cuda"
@@ -79,7 +80,9 @@ def profile_steps(loader, model, optimizer, device, steps: int) -> str:
         wall = time.perf_counter() - start
     ops = profiler.key_averages()
     kind = "device" if cuda else "cpu"
-    busy = sum(getattr(op, f"self_{kind}_time_total") for op in ops) / 1e6  # microseconds -> s
+    # busy: the kernels' own rows on a GPU (an op's row counts its kernels' time again), every op's on a CPU
+    rows = [op for op in ops if op.device_type == DeviceType.CUDA] if cuda else ops
+    busy = sum(getattr(op, f"self_{kind}_time_total") for op in rows) / 1e6  # microseconds -> s
     table = ops.table(sort_by=f"self_{kind}_time_total", row_limit=15)
     return (f"{table}\n{len(batches)} steps of {batches.batch_size}: {wall:.3f} s wall, {1e3 * wall / len(batches):.1f} ms a "
             f"step, {len(batches) * batches.batch_size / wall:.0f} img/s; {kind} busy {busy:.3f} s ({100 * busy / wall:.0f}% "
