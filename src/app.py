@@ -21,19 +21,15 @@ from src.helpers import DataError, class_folders, get_data_location, list_images
 from src.images import PhotoError, open_photo
 from src.landmarks import display_name
 from src.results import RESULTS_MIME
-from src.runtime import SCRATCH_EXPORT, TRANSFER_EXPORT, answer, chosen_file, describe, load_model, warm_up
+from src.runtime import APP_MODELS, answer, chosen_file, describe, load_model, warm_up
 
-MODEL_CHOICES = {  # label in the dropdown -> exported TorchScript file (the .onnx beside it runs when it exists:
-    "Transfer learning (EfficientNet-Lite0)": TRANSFER_EXPORT,  # src.runtime.chosen_file); the first one that exists
-    "From scratch (MyModel)": SCRATCH_EXPORT,  # is the default
-}
 
 
 class LandmarkApp:
     """The app's widgets and what happens when someone uploads photos, changes k or switches the model."""
 
     def __init__(self, model_choices: dict[str, Path] | None = None):
-        choices = {label: Path(path) for label, path in (model_choices or MODEL_CHOICES).items() if Path(path).is_file()}
+        choices = {label: Path(path) for label, path in (model_choices or APP_MODELS).items() if Path(path).is_file()}
         self.upload = widgets.FileUpload(accept="image/*", multiple=True, description="Upload photos")
         self.top_k = widgets.IntSlider(value=5, min=1, max=10, description="Top k")
         self.model = widgets.Dropdown(options=list(choices), description="Model", style={"description_width": "initial"})
@@ -42,7 +38,7 @@ class LandmarkApp:
         self.using = widgets.HTML()  # which file and runtime answer: src.runtime.describe
         self.choices, self.predictors = choices, {}
         if not choices:
-            files = ", ".join(str(path) for path in (model_choices or MODEL_CHOICES).values())
+            files = ", ".join(str(path) for path in (model_choices or APP_MODELS).values())
             self.status.value = message_html(
                 f"No exported model yet ({files}). Run cnn_from_scratch.ipynb and transfer_learning.ipynb first "
                 f"(or `make run`): they export the models this app uses.",
@@ -130,7 +126,7 @@ def prediction_gallery(photos: Sequence[Path], model_choices: dict[str, Path] | 
     do not react): the photo with the landmark it shows (its folder's name), beside the answer of every exported model
     that exists (its top-k chart and most likely country; its verdict when the photo is none of the landmarks). A
     photo or a model that cannot be used gets its one-line message instead."""
-    choices = {label: Path(path) for label, path in (model_choices or MODEL_CHOICES).items() if Path(path).is_file()}
+    choices = {label: Path(path) for label, path in (model_choices or APP_MODELS).items() if Path(path).is_file()}
     predictors = {}
     for label, path in choices.items():
         try:
@@ -179,7 +175,7 @@ def show_gallery(photos: Sequence[Path], k: int = 5) -> None:
     """Display prediction_gallery in a notebook, with a record of what it showed for src/report.py's summary."""
     from IPython.display import display
 
-    models = [label for label, path in MODEL_CHOICES.items() if path.is_file()]
+    models = [label for label, path in APP_MODELS.items() if path.is_file()]
     record = {"kind": "app", "photos": len(photos), "models": models, "top_k": k}
     gallery = prediction_gallery(photos, k=k) if photos else message_html(
         f"No test photos {where_test_photos_are()}: the gallery shows held-out photos of the dataset.", "info"

@@ -23,6 +23,10 @@ from src.paths import model_file, onnx_beside
 
 SCRATCH_EXPORT = model_file("scratch", exported=True)  # the app's two models (TorchScript; the .onnx beside them)
 TRANSFER_EXPORT = model_file("transfer", exported=True)
+APP_MODELS = {  # the app's and the web page's choices: label -> exported TorchScript file; the first that exists is
+    "Transfer learning (EfficientNet-Lite0)": TRANSFER_EXPORT,  # the default
+    "From scratch (MyModel)": SCRATCH_EXPORT,
+}
 HOW_TO_EXPORT = (
     "Export the model with src.predictor.export_predictor as the notebooks do, or a src.train checkpoint with "
     "`python -m src.predictor --export CHECKPOINT`."

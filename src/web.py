@@ -27,8 +27,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from src.checks import OneLineParser, int_at_least
-from src.paths import PROJECT_ROOT, model_file, onnx_beside
-from src.runtime import load_model
+from src.paths import PROJECT_ROOT, onnx_beside
+from src.runtime import APP_MODELS, load_model
 
 WEB_DIR = PROJECT_ROOT / "web"
 DEFAULT_OUT = PROJECT_ROOT / "build" / "web"
@@ -52,11 +52,9 @@ class BuildError(RuntimeError):
 
 
 def app_models() -> dict[str, Path]:
-    """The app's two models that have an ONNX file, label -> file, the transfer model first (the page's default)."""
-    choices = {
-        "Transfer learning (EfficientNet-Lite0)": onnx_beside(model_file("transfer", exported=True)),
-        "From scratch (MyModel)": onnx_beside(model_file("scratch", exported=True)),
-    }
+    """The app's models (src.runtime.APP_MODELS) that have an ONNX file, label -> file, the transfer model first (the
+    page's default)."""
+    choices = {label: onnx_beside(path) for label, path in APP_MODELS.items()}
     return {label: path for label, path in choices.items() if path.is_file()}
 
 
@@ -134,7 +132,7 @@ def build_site(out: Path = DEFAULT_OUT, models: dict[str, Path] | None = None, w
     app_models()). Raises BuildError (one line); a failed build leaves `out` as it was."""
     models = app_models() if models is None else models
     if not models:
-        files = ", ".join(str(onnx_beside(model_file(kind, exported=True))) for kind in ("transfer", "scratch"))
+        files = ", ".join(str(onnx_beside(path)) for path in APP_MODELS.values())
         raise BuildError(f"no exported ONNX model ({files}): {HOW_TO_EXPORT}")
     modules = install_packages(web_dir)
     out = Path(out).absolute()

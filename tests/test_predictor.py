@@ -189,7 +189,8 @@ def test_a_model_trained_on_the_device_answers_the_same_from_its_exported_files_
     path = tmp_path / "exported.pt"
     export_predictor(model, path=path, calibration_loader=fast["valid"], **export_settings(loaders["test"]))
     assert next(model.parameters()).device.type == device.type, "the trained model stays where it was"
-    file, runtimes = load_predictor(path), [load_model(path), load_model(onnx_beside(path))]
+    runtimes = [load_model(path), load_model(onnx_beside(path))]
+    file = runtimes[0].predictor  # the TorchScript file, loaded on the CPU
     photos = [load_rgb_image(p) for p, _ in base_dataset(loaders["test"].dataset).samples]
     for image in photos:
         crop = file.preprocess(torch.from_numpy(np.array(image)).permute(2, 0, 1)[None])
