@@ -101,3 +101,14 @@ def test_the_gpu_check_fits_its_phases_into_its_budget_and_ends_with_a_summary(t
     assert "unknown phase typo (tests speed scratch transfer quick notebooks suite)" in summary
     assert summary.startswith("machine: ") and f"torch {__import__('torch').__version__}" in summary
     assert result.stdout.endswith("===== summary\n" + summary)
+
+
+def test_epoch_speed_says_in_one_line_when_the_batch_is_larger_than_the_training_split():
+    """The course loop drops its partial last batch: with no full batch its epoch would divide by zero."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run([sys.executable, str(BENCH / "epoch_speed.py"), "--images", "50", "--classes", "5"],
+                            capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "epoch_speed.py: error: --batch-size 64 is more than the 40 training photos: lower it")
+    assert "Traceback" not in result.stderr
